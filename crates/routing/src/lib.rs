@@ -1,1 +1,53 @@
-//! placeholder
+//! Routing: the avatars that own tidings' data and decide where each notification goes.
+//!
+//! Layout:
+//! - [`source`]: the source avatar (one per topic, feed, mailbox): subscribers and their
+//!   filters; writes each notification once and sends one message per matching subscriber.
+//! - [`user`]: the user avatar (one per user): history, acks, subscriptions, presence; hands
+//!   every delivery to the agents.
+//! - [`agents`]: delivery agents, one module per kind (`history`, `live`). Adding a channel is
+//!   a new module plus one line in [`agents::default_agents`].
+//! - [`directory`]: users, tokens, sessions, topics and grants, cached in memory so that no
+//!   request waits on the store to authenticate or authorize.
+//! - [`history`]: read-only queries over a user's history for the API.
+//! - [`ingest`]: the payloads that travel through the durable ingest queue, and the handler
+//!   that hands them to source avatars.
+//! - [`services`]: the shared environment every avatar sees.
+
+pub mod agents;
+pub mod directory;
+pub mod history;
+pub mod ingest;
+pub mod services;
+pub mod source;
+pub mod user;
+
+pub use directory::Directory;
+pub use services::{Services, ServicesConfig};
+
+/// Errors of routing.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] tidings_store::Error),
+    #[error(transparent)]
+    Avatar(#[from] tidings_bus::avatars::Error),
+    #[error(transparent)]
+    Input(#[from] tidings_core::InputError),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+impl From<tidings_store::rusqlite::Error> for Error {
+    fn from(e: tidings_store::rusqlite::Error) -> Self {
+        Error::Store(tidings_store::Error::Sqlite(e))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

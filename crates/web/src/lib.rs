@@ -1,1 +1,222 @@
-//! placeholder
+//! The HTTP edge: publishing (ntfy-compatible and JSON), the REST API, live streams (SSE,
+//! WebSocket, ntfy's topic streams), administration and operations endpoints.
+//!
+//! Layout:
+//! - [`error`]: the JSON error shape every route answers with.
+//! - [`auth`]: credentials (tokens, sessions, passwords) and per-credential rate limits.
+//! - [`publish`]: `PUT|POST /<topic>` with ntfy's headers and `POST /api/v1/publish`.
+//! - [`api`]: history, acks, subscriptions, topics and grants, tokens.
+//! - [`admin`]: user and token administration for the CLI.
+//! - [`stream`]: live delivery: `/api/v1/stream` (SSE), `/api/v1/ws`, `/<topic>/{json,sse,ws}`.
+//! - [`ops`]: `/healthz`, `/readyz`, `/metrics`, `/api/v1/openapi.json`, sign-in links.
+//!
+//! An edge only accepts and answers: a publish is acknowledged once it is durable in the
+//! ingest queue, and everything after that happens in the avatars.
+
+pub mod admin;
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod ops;
+pub mod publish;
+pub mod stream;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post, put};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tidings_bus::queue::IngestQueue;
+use tidings_routing::Services;
+use tokio::sync::watch;
+
+/// Settings of the HTTP edge.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// Body limit of a publish.
+    pub max_message_bytes: usize,
+    /// Body limit of every other request.
+    pub max_request_bytes: usize,
+    pub rate_limit_per_second: f64,
+    pub rate_limit_burst: u32,
+    /// Serve `/metrics` without an admin credential.
+    pub metrics_public: bool,
+    /// Public URL of the server, for links.
+    pub base_url: String,
+    /// How long a request waits for an avatar's answer.
+    pub ask_timeout: Duration,
+    /// Interval of keepalive events on open streams.
+    pub keepalive: Duration,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 * 1024,
+            max_request_bytes: 1024 * 1024,
+            rate_limit_per_second: 50.0,
+            rate_limit_burst: 200,
+            metrics_public: false,
+            base_url: "http://127.0.0.1:8080".into(),
+            ask_timeout: Duration::from_secs(10),
+            keepalive: Duration::from_secs(25),
+        }
+    }
+}
+
+struct Inner {
+    services: Arc<Services>,
+    queue: Arc<dyn IngestQueue>,
+    cfg: WebConfig,
+    limiter: auth::RateLimiter,
+    metrics: Option<PrometheusHandle>,
+    ready: AtomicBool,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl AppState {
+    pub fn new(
+        services: Arc<Services>,
+        queue: Arc<dyn IngestQueue>,
+        cfg: WebConfig,
+        metrics: Option<PrometheusHandle>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let limiter = auth::RateLimiter::new(cfg.rate_limit_per_second, cfg.rate_limit_burst);
+        AppState(Arc::new(Inner {
+            services,
+            queue,
+            cfg,
+            limiter,
+            metrics,
+            ready: AtomicBool::new(false),
+            shutdown,
+        }))
+    }
+
+    pub fn services(&self) -> &Arc<Services> {
+        &self.0.services
+    }
+    pub fn queue(&self) -> &dyn IngestQueue {
+        &*self.0.queue
+    }
+    pub fn cfg(&self) -> &WebConfig {
+        &self.0.cfg
+    }
+    pub(crate) fn limiter(&self) -> &auth::RateLimiter {
+        &self.0.limiter
+    }
+    pub(crate) fn metrics(&self) -> Option<&PrometheusHandle> {
+        self.0.metrics.as_ref()
+    }
+    /// A receiver that turns true when the server begins to shut down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.0.shutdown.clone()
+    }
+    /// Marks the server ready (or not) for `/readyz`.
+    pub fn set_ready(&self, ready: bool) {
+        self.0.ready.store(ready, Ordering::SeqCst);
+    }
+    pub fn is_ready(&self) -> bool {
+        self.0.ready.load(Ordering::SeqCst) && !*self.0.shutdown.borrow()
+    }
+}
+
+/// Every route of the edge.
+pub fn router(state: AppState) -> Router {
+    let message_limit = state.cfg().max_message_bytes;
+    let request_limit = state.cfg().max_request_bytes;
+    let publish_routes = Router::new()
+        .route("/", post(publish::publish_json_root))
+        .route("/api/v1/publish", post(publish::publish_json))
+        .route("/{topic}", put(publish::publish_topic).post(publish::publish_topic))
+        .route(
+            "/{topic}/publish",
+            get(publish::publish_topic).put(publish::publish_topic).post(publish::publish_topic),
+        )
+        .route(
+            "/{topic}/send",
+            get(publish::publish_topic).put(publish::publish_topic).post(publish::publish_topic),
+        )
+        .route(
+            "/{topic}/trigger",
+            get(publish::publish_topic).put(publish::publish_topic).post(publish::publish_topic),
+        )
+        // JSON publishes carry the message plus a little structure around it.
+        .layer(DefaultBodyLimit::max(message_limit + 16 * 1024));
+
+    let api_routes = Router::new()
+        .route("/", get(ops::landing))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/api/v1/openapi.json", get(ops::openapi))
+        .route("/signin/{code}", get(ops::signin_link))
+        .route("/api/v1/login", post(ops::login))
+        .route("/api/v1/logout", post(ops::logout))
+        .route("/api/v1/account", get(api::account))
+        .route("/api/v1/notifications", get(api::list_notifications))
+        .route("/api/v1/notifications/{id}", get(api::get_notification))
+        .route("/api/v1/notifications/{id}/ack", post(api::ack_notification))
+        .route("/api/v1/stream", get(stream::user_sse))
+        .route("/api/v1/ws", get(stream::user_ws))
+        .route(
+            "/api/v1/subscriptions",
+            get(api::list_subscriptions).post(api::create_subscription),
+        )
+        .route(
+            "/api/v1/subscriptions/{id}",
+            get(api::get_subscription).delete(api::delete_subscription),
+        )
+        .route("/api/v1/topics", get(api::list_topics))
+        .route("/api/v1/topics/{topic}", get(api::get_topic))
+        .route(
+            "/api/v1/topics/{topic}/grants/{user}",
+            put(api::put_grant).delete(api::delete_grant),
+        )
+        .route("/api/v1/tokens", get(api::list_tokens).post(api::create_token))
+        .route("/api/v1/tokens/{id}", delete(api::revoke_token))
+        .route(
+            "/api/v1/admin/users",
+            get(admin::list_users).post(admin::create_user),
+        )
+        .route("/api/v1/admin/users/{name}", delete(admin::remove_user))
+        .route("/api/v1/admin/users/{name}/tokens", post(admin::create_token))
+        .route("/api/v1/admin/tokens", get(admin::list_tokens))
+        .route("/api/v1/admin/tokens/{id}", delete(admin::revoke_token))
+        .route("/{topic}/json", get(stream::topic_json))
+        .route("/{topic}/sse", get(stream::topic_sse))
+        .route("/{topic}/ws", get(stream::topic_ws))
+        .layer(DefaultBodyLimit::max(request_limit));
+
+    publish_routes
+        .merge(api_routes)
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn(ops::count_requests))
+        .with_state(state)
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` resolves; then stops accepting,
+/// lets open requests finish (streams end on their own at shutdown) and returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state.clone());
+    state.set_ready(true);
+    let r = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await;
+    state.set_ready(false);
+    r
+}

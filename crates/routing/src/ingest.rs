@@ -1,0 +1,45 @@
+//! What travels through the durable ingest queue, and the dispatcher's handler.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tidings_bus::ack::Ack;
+use tidings_bus::queue::{Handler, Item};
+use tidings_core::Notification;
+
+use crate::services::Services;
+use crate::source::SourceMsg;
+
+/// A queued input, addressed to a source avatar.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Ingest {
+    /// A fully formed notification from an edge (HTTP publish).
+    Publish { notification: Notification },
+}
+
+/// The dispatcher's handler: parses each item and tells its source avatar. The avatar
+/// answers the ack once everything the item caused is durable.
+pub fn handler(services: Arc<Services>) -> Handler {
+    Arc::new(move |item: Item, ack: Ack| {
+        let services = services.clone();
+        Box::pin(async move {
+            let ingest: Ingest = match serde_json::from_str(&item.payload) {
+                Ok(i) => i,
+                Err(e) => {
+                    ack.nack(format!("unreadable payload: {e}"));
+                    return;
+                }
+            };
+            if !item.target.starts_with("source:") {
+                ack.nack(format!("target {:?} is not a source avatar", item.target));
+                return;
+            }
+            let msg = SourceMsg::Ingest { ingest, ack };
+            if let Err(e) = services.sources().tell(&item.target, msg).await {
+                // The message (and its ack) was dropped: the queue redelivers later.
+                tracing::warn!(target = %item.target, error = %e, "cannot hand item to its source");
+            }
+        })
+    })
+}

@@ -1,0 +1,82 @@
+//! The environment every avatar sees: the store, the directory, the live hub, the agents and
+//! the avatar runtimes. Built once by [`Services::start`].
+
+use std::sync::{Arc, OnceLock};
+
+use tidings_bus::avatars::{Runtime, RuntimeConfig};
+use tidings_core::ids::user_avatar;
+use tidings_store::Store;
+
+use crate::agents::live::LiveHub;
+use crate::agents::{Agent, default_agents};
+use crate::directory::Directory;
+use crate::source::SourceAvatar;
+use crate::user::{UserAvatar, UserMsg};
+
+/// Runtime tuning for both avatar kinds.
+#[derive(Debug, Clone, Default)]
+pub struct ServicesConfig {
+    pub users: RuntimeConfig,
+    pub sources: RuntimeConfig,
+}
+
+pub struct Services {
+    pub store: Store,
+    pub directory: Arc<Directory>,
+    pub live: Arc<LiveHub>,
+    users: OnceLock<Runtime<UserAvatar>>,
+    sources: OnceLock<Runtime<SourceAvatar>>,
+    agents: OnceLock<Vec<Arc<dyn Agent>>>,
+}
+
+impl Services {
+    /// Builds the services, starts both runtimes' reminder loops and the presence forwarder.
+    pub fn start(store: Store, directory: Arc<Directory>, cfg: ServicesConfig) -> Arc<Services> {
+        let (live, mut presence) = LiveHub::new();
+        let s = Arc::new(Services {
+            store: store.clone(),
+            directory,
+            live,
+            users: OnceLock::new(),
+            sources: OnceLock::new(),
+            agents: OnceLock::new(),
+        });
+        let users = Runtime::new(s.clone(), store.clone(), cfg.users);
+        let sources = Runtime::new(s.clone(), store, cfg.sources);
+        users.start_reminders();
+        sources.start_reminders();
+        let _ = s.users.set(users.clone());
+        let _ = s.sources.set(sources);
+        let _ = s.agents.set(default_agents(&s));
+        tokio::spawn(async move {
+            while let Some(p) = presence.recv().await {
+                let msg = UserMsg::Presence {
+                    channel: "web",
+                    online: p.online,
+                };
+                if users.tell(&user_avatar(p.user_id), msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+        s
+    }
+
+    pub fn users(&self) -> &Runtime<UserAvatar> {
+        self.users.get().expect("set in Services::start")
+    }
+
+    pub fn sources(&self) -> &Runtime<SourceAvatar> {
+        self.sources.get().expect("set in Services::start")
+    }
+
+    pub fn agents(&self) -> &[Arc<dyn Agent>] {
+        self.agents.get().map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Passivates every avatar (sources first, since they send to users).
+    pub async fn shutdown(&self) {
+        self.sources().shutdown().await;
+        self.users().shutdown().await;
+    }
+}

@@ -1,0 +1,376 @@
+//! The REST API of a signed-in user: account, history and acks, subscriptions, topics and
+//! grants, API tokens. Every listing and lookup is scoped to the caller; what belongs to
+//! someone else answers 404 exactly like what does not exist.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tidings_core::ids::user_avatar;
+use tidings_core::{Filter, NotificationId, Priority, TopicName};
+use tidings_routing::directory::{Grant, TopicAccess};
+use tidings_routing::history::{self, HistoryQuery};
+use tidings_routing::user::{SourceSpec, UserMsg};
+use tidings_store::{now_ms, rusqlite};
+
+use crate::AppState;
+use crate::auth::Authed;
+use crate::error::{ApiError, ApiResult};
+use crate::publish::claim_topic;
+
+/// `GET /api/v1/account`: who am I.
+pub async fn account(State(state): State<AppState>, auth: Authed) -> Json<Value> {
+    let open = state.services().live.open_streams(auth.user.id);
+    Json(json!({
+        "user": auth.user,
+        "presence": {"web": if open > 0 { "online" } else { "offline" }, "open_streams": open},
+    }))
+}
+
+/// Parses a time parameter: unix seconds, or a duration back from now (`10m`, `2h`, `1d`).
+pub(crate) fn parse_time(name: &str, v: &str) -> ApiResult<i64> {
+    let v = v.trim();
+    if let Ok(n) = v.parse::<i64>() {
+        return Ok(n);
+    }
+    let (num, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len()));
+    let n: i64 = num.parse().map_err(|_| bad_time(name, v))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(bad_time(name, v)),
+    };
+    Ok(now_ms() / 1000 - secs)
+}
+
+fn bad_time(name: &str, v: &str) -> ApiError {
+    ApiError::bad_request(
+        "invalid_query",
+        format!("{name}={v:?}: use unix seconds or a duration like 30m, 2h, 1d"),
+    )
+}
+
+fn parse_i64(name: &str, v: &str) -> ApiResult<i64> {
+    v.parse()
+        .map_err(|_| ApiError::bad_request("invalid_query", format!("{name}={v:?} is not a number")))
+}
+
+/// `GET /api/v1/notifications`: the caller's history, newest first, with cursor paging.
+pub async fn list_notifications(
+    State(state): State<AppState>,
+    auth: Authed,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = query?;
+    let mut hq = HistoryQuery {
+        user_id: auth.user.id,
+        limit: 50,
+        ..Default::default()
+    };
+    for (k, v) in &q {
+        match k.as_str() {
+            "limit" => {
+                let n = parse_i64(k, v)?;
+                if !(1..=1000).contains(&n) {
+                    return Err(ApiError::bad_request("invalid_query", "limit is 1-1000"));
+                }
+                hq.limit = n as usize;
+            }
+            "cursor" | "before" => hq.before = Some(parse_i64(k, v)?),
+            "after" => hq.after = Some(parse_i64(k, v)?),
+            "source" => hq.source = Some(v.clone()),
+            "topic" => hq.source = Some(TopicName::parse(v)?.source_id()),
+            "tag" | "tags" => hq.tags.extend(
+                v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned),
+            ),
+            "priority" => {
+                for p in v.split(',').filter(|p| !p.trim().is_empty()) {
+                    hq.priorities.push(Priority::parse(p)?.as_number());
+                }
+            }
+            "since" => hq.since = Some(parse_time(k, v)?),
+            "until" => hq.until = Some(parse_time(k, v)?),
+            other => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("unknown parameter {other:?}"),
+                ));
+            }
+        }
+    }
+    let (items, next) = history::list(&state.services().store, hq).await?;
+    Ok(Json(json!({
+        "notifications": items,
+        "next_cursor": next.map(|n| n.to_string()),
+    })))
+}
+
+fn parse_id(id: &str) -> ApiResult<NotificationId> {
+    NotificationId::parse(id).ok_or_else(|| ApiError::not_found("notification not found"))
+}
+
+/// `GET /api/v1/notifications/{id}`.
+pub async fn get_notification(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Json<history::HistoryItem>> {
+    let id = parse_id(&id)?;
+    history::get(&state.services().store, auth.user.id, id.as_str())
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("notification not found"))
+}
+
+/// `POST /api/v1/notifications/{id}/ack`: stops escalation and marks it read.
+pub async fn ack_notification(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = parse_id(&id)?;
+    let outcome = state
+        .services()
+        .users()
+        .ask(
+            &user_avatar(auth.user.id),
+            |reply| UserMsg::Ack {
+                id: id.clone(),
+                reply,
+            },
+            state.cfg().ask_timeout,
+        )
+        .await??;
+    Ok(Json(json!({
+        "id": id,
+        "acked": true,
+        "acked_at": outcome.acked_at,
+        "already_acked": !outcome.newly,
+    })))
+}
+
+/// Body of `POST /api/v1/subscriptions`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSubscription {
+    pub source: SourceSpec,
+    #[serde(default)]
+    pub filter: Filter,
+}
+
+/// `GET /api/v1/subscriptions`.
+pub async fn list_subscriptions(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<Value>> {
+    let subs = history::subscriptions(&state.services().store, auth.user.id).await?;
+    Ok(Json(json!({ "subscriptions": subs })))
+}
+
+/// `GET /api/v1/subscriptions/{id}`.
+pub async fn get_subscription(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let subs = history::subscriptions(&state.services().store, auth.user.id).await?;
+    subs.into_iter()
+        .find(|s| s.id == id)
+        .map(|s| Json(json!(s)))
+        .ok_or_else(|| ApiError::not_found("subscription not found"))
+}
+
+/// `POST /api/v1/subscriptions`: subscribe to a source (with an optional filter). Subscribing
+/// to a topic needs ownership or a subscribe grant; an unowned topic becomes the caller's.
+pub async fn create_subscription(
+    State(state): State<AppState>,
+    auth: Authed,
+    body: Result<Json<NewSubscription>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Json(body) = body?;
+    body.filter.validate()?;
+    match &body.source {
+        SourceSpec::Topic { topic } => {
+            let topic = TopicName::parse(topic)?;
+            let dir = &state.services().directory;
+            if dir.topic_access(topic.as_str(), auth.user.id) == TopicAccess::Unclaimed {
+                claim_topic(&state, auth.user.id, &topic).await?;
+            }
+            if !dir.topic_access(topic.as_str(), auth.user.id).can_subscribe() {
+                return Err(ApiError::forbidden(format!(
+                    "topic {topic:?} belongs to another user who has not granted you subscribe"
+                )));
+            }
+        }
+    }
+    let sub = state
+        .services()
+        .users()
+        .ask(
+            &user_avatar(auth.user.id),
+            |reply| UserMsg::Subscribe {
+                source: body.source,
+                filter: body.filter,
+                reply,
+            },
+            state.cfg().ask_timeout,
+        )
+        .await??;
+    Ok((StatusCode::CREATED, Json(json!(sub))))
+}
+
+/// `DELETE /api/v1/subscriptions/{id}`.
+pub async fn delete_subscription(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let sub = unsubscribe(&state, auth.user.id, id).await?;
+    Ok(Json(json!({ "deleted": sub })))
+}
+
+async fn unsubscribe(
+    state: &AppState,
+    user_id: i64,
+    id: String,
+) -> ApiResult<tidings_routing::user::Subscription> {
+    Ok(state
+        .services()
+        .users()
+        .ask(
+            &user_avatar(user_id),
+            |reply| UserMsg::Unsubscribe { id, reply },
+            state.cfg().ask_timeout,
+        )
+        .await??)
+}
+
+/// `GET /api/v1/topics`: topics the caller owns, and those granted to them.
+pub async fn list_topics(State(state): State<AppState>, auth: Authed) -> Json<Value> {
+    let dir = &state.services().directory;
+    let owned = dir.owned_topics(auth.user.id);
+    Json(json!({ "owned": owned }))
+}
+
+/// `GET /api/v1/topics/{topic}`: details for the owner; rights for a grantee.
+pub async fn get_topic(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(topic): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let dir = &state.services().directory;
+    match dir.topic_access(&topic, auth.user.id) {
+        TopicAccess::Owner => dir
+            .topic_info(&topic)
+            .map(|t| Json(json!(t)))
+            .ok_or_else(|| ApiError::not_found("topic not found")),
+        TopicAccess::Granted(g) => Ok(Json(json!({"name": topic, "granted": g}))),
+        _ => Err(ApiError::not_found("topic not found")),
+    }
+}
+
+/// Body of `PUT /api/v1/topics/{topic}/grants/{user}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantBody {
+    #[serde(default)]
+    pub publish: bool,
+    #[serde(default)]
+    pub subscribe: bool,
+}
+
+/// `PUT /api/v1/topics/{topic}/grants/{user}`: the owner lets another user publish and/or
+/// subscribe.
+pub async fn put_grant(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path((topic, user)): Path<(String, String)>,
+    body: Result<Json<GrantBody>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let Json(b) = body?;
+    set_grant(&state, &auth, &topic, &user, Grant { publish: b.publish, subscribe: b.subscribe }).await
+}
+
+/// `DELETE /api/v1/topics/{topic}/grants/{user}`.
+pub async fn delete_grant(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path((topic, user)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    set_grant(&state, &auth, &topic, &user, Grant { publish: false, subscribe: false }).await
+}
+
+async fn set_grant(state: &AppState, auth: &Authed, topic: &str, grantee: &str, g: Grant) -> ApiResult<Json<Value>> {
+    let dir = &state.services().directory;
+    if dir.topic_access(topic, auth.user.id) != TopicAccess::Owner {
+        return Err(ApiError::not_found("topic not found"));
+    }
+    let previous = dir.set_grant(topic, auth.user.id, grantee, g).await?;
+    // Losing subscribe ends the grantee's subscription to the topic.
+    if previous.is_some_and(|p| p.subscribe) && !g.subscribe
+        && let Some(u) = dir.user_by_name(grantee) {
+            let source_id = format!("topic:{topic}");
+            let uid = u.id;
+            let sub: Option<String> = state
+                .services()
+                .store
+                .read(move |c| {
+                    c.query_row(
+                        "SELECT id FROM subscriptions WHERE user_id = ?1 AND source_id = ?2",
+                        rusqlite::params![uid, source_id],
+                        |r| r.get(0),
+                    )
+                    .map(Some)
+                    .or_else(|e| match e {
+                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                        e => Err(e),
+                    })
+                })
+                .await?;
+            if let Some(id) = sub {
+                unsubscribe(state, uid, id).await?;
+            }
+        }
+    Ok(Json(json!({"topic": topic, "user": grantee, "publish": g.publish, "subscribe": g.subscribe})))
+}
+
+/// `GET /api/v1/tokens`: the caller's tokens (never their secrets).
+pub async fn list_tokens(State(state): State<AppState>, auth: Authed) -> Json<Value> {
+    Json(json!({ "tokens": state.services().directory.tokens(Some(auth.user.id)) }))
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    #[serde(default)]
+    pub label: String,
+}
+
+/// `POST /api/v1/tokens`: a new token for the caller; the secret is shown once.
+pub async fn create_token(
+    State(state): State<AppState>,
+    auth: Authed,
+    body: Result<Json<TokenBody>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let label = match body {
+        Ok(Json(b)) => b.label,
+        Err(JsonRejection::MissingJsonContentType(_)) => String::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let (info, secret) = state.services().directory.create_token(auth.user.id, &label).await?;
+    Ok((StatusCode::CREATED, Json(json!({"token": info, "secret": secret}))))
+}
+
+/// `DELETE /api/v1/tokens/{id}`: revoke one of the caller's tokens.
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id: i64 = id.parse().map_err(|_| ApiError::not_found("token not found"))?;
+    state.services().directory.revoke_token(id, Some(auth.user.id)).await?;
+    Ok(Json(json!({ "revoked": id })))
+}
