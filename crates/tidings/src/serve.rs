@@ -1,0 +1,210 @@
+//! `tidings serve`: wires the store, the buses, the avatars and the HTTP edge together,
+//! runs them until the shutdown future resolves, then drains and flushes in order.
+//!
+//! Start-up: open the store (migrations), load the directory, on an empty data dir create
+//! the administrator (token and one-time sign-in link printed to stdout), make sure the
+//! CLI's admin credential file exists, start the avatar runtimes and the ingest dispatcher,
+//! bind the listener and write `server.json` so the CLI finds the server.
+//!
+//! Shutdown: stop accepting connections and let requests finish (streams end themselves),
+//! let the dispatcher drain what is in flight, passivate every avatar, flush the store.
+//! Anything not finished stays in the durable queue for the next start.
+
+use std::future::Future;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tidings_bus::avatars::RuntimeConfig;
+use tidings_bus::queue::{DispatcherConfig, EmbeddedQueue, IngestQueue};
+use tidings_routing::{Directory, Services, ServicesConfig};
+use tidings_store::{Store, StoreOptions};
+use tidings_web::{AppState, WebConfig};
+use tokio::sync::watch;
+
+use crate::config::Config;
+
+/// File in the data dir holding the administrator token the CLI uses.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// File in the data dir telling the CLI where the running server listens.
+pub const SERVER_FILE: &str = "server.json";
+
+pub async fn run(
+    cfg: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let data_dir = cfg.data_dir.clone();
+    create_private_dir(&data_dir)?;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
+        .ok();
+
+    let store = Store::open(
+        &data_dir.join("tidings.db"),
+        StoreOptions {
+            synchronous: cfg.store.synchronous,
+            ..StoreOptions::default()
+        },
+    )
+    .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+    let directory = Arc::new(Directory::load(store.clone()).await?);
+
+    let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.http.listen))?;
+    let local = listener.local_addr()?;
+    let base_url = if cfg.base_url.is_empty() {
+        format!("http://{local}")
+    } else {
+        cfg.base_url.trim_end_matches('/').to_owned()
+    };
+
+    first_start(&directory, &data_dir, &base_url).await?;
+
+    let runtime = |kind_mailbox: usize| RuntimeConfig {
+        silos: cfg.avatars.silos,
+        idle_timeout: cfg.avatars.idle_timeout,
+        mailbox: kind_mailbox,
+        ..RuntimeConfig::default()
+    };
+    let services = Services::start(
+        store.clone(),
+        directory,
+        ServicesConfig {
+            users: runtime(cfg.avatars.mailbox),
+            sources: runtime(cfg.avatars.mailbox),
+        },
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let queue = EmbeddedQueue::new(store.clone());
+    let dispatcher = tokio::spawn(queue.clone().run_dispatcher(
+        tidings_routing::ingest::handler(services.clone()),
+        DispatcherConfig {
+            max_in_flight: cfg.queue.max_in_flight,
+            max_attempts: cfg.queue.max_attempts,
+            retry_base: cfg.queue.retry_base,
+            retry_max: cfg.queue.retry_max,
+            drain_timeout: cfg.shutdown.drain_timeout,
+            ..DispatcherConfig::default()
+        },
+        stop_rx.clone(),
+    ));
+
+    let web_cfg = WebConfig {
+        max_message_bytes: cfg.http.max_message_bytes,
+        max_request_bytes: cfg.http.max_request_bytes,
+        rate_limit_per_second: cfg.http.rate_limit_per_second,
+        rate_limit_burst: cfg.http.rate_limit_burst,
+        metrics_public: cfg.http.metrics_public,
+        base_url: base_url.clone(),
+        ..WebConfig::default()
+    };
+    let queue_dyn: Arc<dyn IngestQueue> = Arc::new(queue.clone());
+    let state = AppState::new(
+        services.clone(),
+        queue_dyn,
+        web_cfg,
+        metrics,
+        stop_rx.clone(),
+    );
+
+    write_server_file(&data_dir, &base_url)?;
+    tracing::info!(url = %base_url, data_dir = %data_dir.display(), "tidings is serving");
+
+    // The shutdown future flips the watch; the HTTP server, streams and dispatcher all
+    // follow the watch.
+    let mut http_stop = stop_rx.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; draining");
+        let _ = stop_tx.send(true);
+    });
+    let served = tidings_web::serve(listener, state, async move {
+        let _ = http_stop.wait_for(|s| *s).await;
+    })
+    .await;
+
+    match dispatcher.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "dispatcher stopped with an error"),
+        Err(e) => tracing::error!(error = %e, "dispatcher task failed"),
+    }
+    services.shutdown().await;
+    store.close().await;
+    let _ = std::fs::remove_file(data_dir.join(SERVER_FILE));
+    served.context("the HTTP server failed")?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict the data dir {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes a file readable by its owner only.
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn write_server_file(data_dir: &Path, url: &str) -> anyhow::Result<()> {
+    let body = serde_json::json!({"url": url, "pid": std::process::id()}).to_string();
+    write_private(&data_dir.join(SERVER_FILE), &body)
+}
+
+/// On an empty data dir: creates the administrator and prints their token and a one-time
+/// sign-in link. On every start: makes sure the CLI's admin credential file works.
+async fn first_start(dir: &Directory, data_dir: &Path, base_url: &str) -> anyhow::Result<()> {
+    let token_path = data_dir.join(ADMIN_TOKEN_FILE);
+    if dir.user_count() == 0 {
+        let admin = dir.create_user("admin", None, true).await?;
+        let (_, token) = dir
+            .create_token(admin.id, "admin (created at first start)")
+            .await?;
+        write_private(&token_path, &token)?;
+        let code = dir.create_signin_code(admin.id).await?;
+        // stdout, not the log: this is the one thing a new user must see.
+        println!("tidings: first start in {}", data_dir.display());
+        println!("  administrator: admin");
+        println!("  API token:     {token}");
+        println!("  sign in:       {base_url}/signin/{code}   (one-time link, valid 24 h)");
+        println!("  the CLI reads the token from {}", token_path.display());
+        return Ok(());
+    }
+    let works = std::fs::read_to_string(&token_path)
+        .ok()
+        .and_then(|t| dir.authenticate_token(t.trim()))
+        .is_some_and(|u| u.is_admin);
+    if !works {
+        let Some(admin) = dir.users().into_iter().find(|u| u.is_admin) else {
+            tracing::warn!("no administrator exists; the CLI cannot manage users");
+            return Ok(());
+        };
+        let (_, token) = dir.create_token(admin.id, "admin CLI credential").await?;
+        write_private(&token_path, &token)?;
+        tracing::info!(path = %token_path.display(), user = %admin.name, "wrote a new admin credential for the CLI");
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! Process lifecycle: first start, the CLI, graceful shutdown on SIGTERM, and durability
+//! across `kill -9` in the middle of a publish burst.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use serde_json::Value;
+
+#[tokio::test]
+async fn first_start_prints_admin_token_and_a_one_time_signin_link() {
+    let s = Server::start();
+    let out = s.output();
+    assert!(out.contains("API token:"), "{out}");
+    let link = out
+        .lines()
+        .find_map(|l| l.split_whitespace().find(|w| w.contains("/signin/")))
+        .unwrap_or_else(|| panic!("no sign-in link in:\n{out}"))
+        .to_owned();
+    // admin.token is private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(s.dir.join("admin.token")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let c = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = c.get(&link).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly"));
+    let session = cookie.split(';').next().unwrap().to_owned();
+    // The session works like a token.
+    let r = c.get(format!("{}/api/v1/account", s.url)).header("cookie", &session).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["user"]["name"], "admin");
+    assert_eq!(v["user"]["is_admin"], true);
+    // The link works once.
+    let r = c.get(&link).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn cli_manages_users_and_tokens_through_the_server() {
+    let s = Server::start();
+    let out = s.cli(&["user", "add", "carol"]);
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_owned();
+    assert_eq!(publish(&s.url, &token, "c1", "hello").await.status(), 200);
+
+    let out = s.cli(&["user", "list"]);
+    let list = String::from_utf8(out.stdout).unwrap();
+    assert!(list.contains("carol") && list.contains("admin"), "{list}");
+
+    let out = s.cli(&["token", "create", "carol", "--label", "phone"]);
+    assert!(out.status.success());
+    let second = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_owned();
+    let (st, _) = get_json(&format!("{}/api/v1/account", s.url), &second).await;
+    assert_eq!(st, 200);
+    let out = s.cli(&["token", "list", "carol"]);
+    let listing = String::from_utf8(out.stdout).unwrap();
+    assert!(listing.contains("phone"), "{listing}");
+    assert!(!listing.contains(&second), "a token secret must never be listed");
+
+    // Revoke the second token by id (from the API).
+    let (_, toks) = get_json(&format!("{}/api/v1/tokens", s.url), &second).await;
+    let id = toks["tokens"].as_array().unwrap().iter().find(|t| t["label"] == "phone").unwrap()["id"].as_i64().unwrap();
+    let out = s.cli(&["token", "revoke", &id.to_string()]);
+    assert!(out.status.success());
+    let (st, _) = get_json(&format!("{}/api/v1/account", s.url), &second).await;
+    assert_eq!(st, 401);
+
+    let out = s.cli(&["user", "add", "carol"]);
+    assert!(!out.status.success(), "duplicate user must fail");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+
+    let out = s.cli(&["user", "remove", "carol"]);
+    assert!(out.status.success());
+    let (st, _) = get_json(&format!("{}/api/v1/account", s.url), &token).await;
+    assert_eq!(st, 401);
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero_with_streams_open() {
+    let mut s = Server::start();
+    let t = s.user("alice").await;
+    let stream = client().get(format!("{}/api/v1/stream", s.url)).bearer_auth(&t).send().await.unwrap();
+    for i in 0..20 {
+        assert_eq!(publish(&s.url, &t, "drain", &format!("m{i}")).await.status(), 200);
+    }
+    let status = s.terminate();
+    assert!(status.success(), "exit {status}:\n{}", s.output());
+    drop(stream);
+    // Everything acknowledged is there after a restart.
+    s.spawn();
+    let h = eventually(10, || async {
+        let h = history(&s.url, &t).await;
+        (h.len() == 20).then_some(h)
+    })
+    .await;
+    assert_eq!(h.len(), 20);
+}
+
+#[tokio::test]
+async fn kill_9_mid_burst_loses_no_acknowledged_publish_and_duplicates_none() {
+    let mut s = Server::start();
+    let t = s.user("alice").await;
+    // A few clients publish as fast as they can; the server is killed under them.
+    let url = s.url.clone();
+    let mut tasks = Vec::new();
+    for client_no in 0..6 {
+        let (url, t) = (url.clone(), t.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build().unwrap();
+            let mut acked = Vec::new();
+            for i in 0..100_000 {
+                let r = c.post(format!("{url}/burst")).bearer_auth(&t).body(format!("c{client_no}-{i}")).send().await;
+                match r {
+                    Ok(r) if r.status() == 200 => {
+                        let v: Value = r.json().await.unwrap();
+                        acked.push(v["id"].as_str().unwrap().to_owned());
+                    }
+                    _ => break, // the server is gone
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    s.kill9();
+    let mut acked = Vec::new();
+    for task in tasks {
+        acked.extend(task.await.unwrap());
+    }
+    assert!(acked.len() > 50, "the burst should have been running: {} acked", acked.len());
+
+    s.spawn();
+    let all = eventually(60, || async {
+        let mut ids: Vec<String> = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let q = match &cursor {
+                Some(c) => format!("{}/api/v1/notifications?limit=1000&cursor={c}", s.url),
+                None => format!("{}/api/v1/notifications?limit=1000", s.url),
+            };
+            let (_, v) = get_json(&q, &t).await;
+            for n in v["notifications"].as_array().unwrap() {
+                ids.push(n["id"].as_str().unwrap().to_owned());
+            }
+            match v["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        (ids.len() >= acked.len()).then_some(ids)
+    })
+    .await;
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for id in &all {
+        *counts.entry(id.as_str()).or_default() += 1;
+    }
+    assert!(counts.values().all(|c| *c == 1), "a notification shows twice in history");
+    for id in &acked {
+        assert!(counts.contains_key(id.as_str()), "acknowledged publish {id} lost");
+    }
+    // The queue drained after the restart.
+    eventually(20, || async {
+        (sqlite_count(&s.db_path(), "SELECT count(*) FROM ingest_queue") == 0).then_some(())
+    })
+    .await;
+}
