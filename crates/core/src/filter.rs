@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::notification::{Notification, Priority};
 use crate::InputError;
+use crate::notification::{Notification, Priority};
 
 const MAX_KEYWORDS: usize = 50;
 const MAX_KEYWORD_LEN: usize = 200;
@@ -68,10 +68,18 @@ impl Filter {
             text.push_str(t);
         }
         let hay = words(&text);
-        if self.exclude.iter().any(|k| contains_phrase(&hay, &words(k))) {
+        if self
+            .exclude
+            .iter()
+            .any(|k| contains_phrase(&hay, &words(k)))
+        {
             return false;
         }
-        self.include.is_empty() || self.include.iter().any(|k| contains_phrase(&hay, &words(k)))
+        self.include.is_empty()
+            || self
+                .include
+                .iter()
+                .any(|k| contains_phrase(&hay, &words(k)))
     }
 }
 
@@ -132,12 +140,14 @@ mod tests {
         };
         assert!(!f.matches(&n("", "x", Priority::Default)));
         assert!(f.matches(&n("", "x", Priority::Urgent)));
-        assert!(Filter {
-            include: vec!["!!".into()],
-            ..Default::default()
-        }
-        .validate()
-        .is_err());
+        assert!(
+            Filter {
+                include: vec!["!!".into()],
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
         assert!(Filter::default().validate().is_ok());
     }
 }

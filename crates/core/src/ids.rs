@@ -50,8 +50,7 @@ impl NotificationId {
 
     /// Accepts what [`NotificationId::new`] or [`NotificationId::derived`] produce.
     pub fn parse(s: &str) -> Option<Self> {
-        let ok = (20..=21).contains(&s.len())
-            && s.bytes().all(|b| CROCKFORD.contains(&b));
+        let ok = (20..=21).contains(&s.len()) && s.bytes().all(|b| CROCKFORD.contains(&b));
         ok.then(|| NotificationId(s.to_owned()))
     }
 
@@ -68,9 +67,28 @@ impl fmt::Display for NotificationId {
 
 /// Names that cannot be topics because they are routes of the HTTP edge.
 pub const RESERVED_TOPICS: &[&str] = &[
-    "api", "healthz", "readyz", "metrics", "feeds", "signin", "login", "logout", "static",
-    "assets", "docs", "app", "settings", "account", "admin", "v1", "json", "sse", "ws",
-    "raw", "auth", "favicon.ico",
+    "api",
+    "healthz",
+    "readyz",
+    "metrics",
+    "feeds",
+    "signin",
+    "login",
+    "logout",
+    "static",
+    "assets",
+    "docs",
+    "app",
+    "settings",
+    "account",
+    "admin",
+    "v1",
+    "json",
+    "sse",
+    "ws",
+    "raw",
+    "auth",
+    "favicon.ico",
 ];
 
 /// A validated topic name (ntfy's rule: 1-64 of `[-_A-Za-z0-9]`).
@@ -82,7 +100,8 @@ impl TopicName {
     pub fn parse(s: &str) -> Result<Self, InputError> {
         let valid = !s.is_empty()
             && s.len() <= 64
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !valid {
             return Err(InputError::TopicName(s.chars().take(80).collect()));
         }

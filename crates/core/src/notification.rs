@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::NotificationId;
 use crate::InputError;
+use crate::ids::NotificationId;
 
 /// ntfy's five priorities. Serialized as the number 1-5, as ntfy does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -111,7 +111,9 @@ impl Action {
                 .collect::<Result<_, _>>()?
         };
         if actions.len() > MAX_ACTIONS {
-            return Err(InputError::Actions(format!("at most {MAX_ACTIONS} actions")));
+            return Err(InputError::Actions(format!(
+                "at most {MAX_ACTIONS} actions"
+            )));
         }
         for a in &actions {
             a.validate()?;
@@ -266,21 +268,23 @@ impl PublishFields {
         };
         let title = self.title.filter(|t| !t.trim().is_empty());
         if let Some(t) = &title
-            && t.chars().count() > MAX_TITLE {
-                return Err(InputError::TooLong {
-                    field: "title",
-                    max: MAX_TITLE,
-                });
-            }
+            && t.chars().count() > MAX_TITLE
+        {
+            return Err(InputError::TooLong {
+                field: "title",
+                max: MAX_TITLE,
+            });
+        }
         let tags = match &self.tags {
             Some(t) => parse_tags(t)?,
             None => Vec::new(),
         };
         let click = self.click.filter(|c| !c.trim().is_empty());
         if let Some(c) = &click
-            && !valid_link(c.trim()) {
-                return Err(InputError::Click(c.chars().take(80).collect()));
-            }
+            && !valid_link(c.trim())
+        {
+            return Err(InputError::Click(c.chars().take(80).collect()));
+        }
         let actions = match &self.actions {
             Some(a) => Action::parse_list(a)?,
             None => Vec::new(),
@@ -369,8 +373,16 @@ mod tests {
             click: Some("javascript:alert(1)".into()),
             ..Default::default()
         };
-        assert!(bad
-            .into_notification(NotificationId::new(0), 0, "s".into(), None, "m".into(), None)
-            .is_err());
+        assert!(
+            bad.into_notification(
+                NotificationId::new(0),
+                0,
+                "s".into(),
+                None,
+                "m".into(),
+                None
+            )
+            .is_err()
+        );
     }
 }

@@ -47,8 +47,14 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.starts_with("tk_") && a.len() == 35);
         assert_eq!(hash_secret(&a), hash_secret(&a));
-        assert!(constant_time_eq(hash_secret(&a).as_bytes(), hash_secret(&a).as_bytes()));
-        assert!(!constant_time_eq(hash_secret(&a).as_bytes(), hash_secret(&b).as_bytes()));
+        assert!(constant_time_eq(
+            hash_secret(&a).as_bytes(),
+            hash_secret(&a).as_bytes()
+        ));
+        assert!(!constant_time_eq(
+            hash_secret(&a).as_bytes(),
+            hash_secret(&b).as_bytes()
+        ));
         assert!(!constant_time_eq(b"ab", b"abc"));
     }
 }

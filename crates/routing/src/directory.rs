@@ -11,11 +11,11 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use serde::Serialize;
-use tidings_core::secret::{constant_time_eq, hash_secret, random_secret};
 use tidings_core::TopicName;
+use tidings_core::secret::{constant_time_eq, hash_secret, random_secret};
 use tidings_store::{Store, now_ms, rusqlite};
 
 use crate::{Error, Result};
@@ -59,12 +59,19 @@ pub enum TopicAccess {
 
 impl TopicAccess {
     pub fn can_publish(self) -> bool {
-        matches!(self, TopicAccess::Owner | TopicAccess::Granted(Grant { publish: true, .. }))
+        matches!(
+            self,
+            TopicAccess::Owner | TopicAccess::Granted(Grant { publish: true, .. })
+        )
     }
     pub fn can_subscribe(self) -> bool {
         matches!(
             self,
-            TopicAccess::Owner | TopicAccess::Granted(Grant { subscribe: true, .. })
+            TopicAccess::Owner
+                | TopicAccess::Granted(Grant {
+                    subscribe: true,
+                    ..
+                })
         )
     }
 }
@@ -147,7 +154,8 @@ impl Directory {
                     st.by_name.insert(u.name.clone(), u.id);
                     st.users.insert(u.id, u);
                 }
-                let mut q = c.prepare("SELECT id, user_id, token_hash, label, created_at FROM tokens")?;
+                let mut q =
+                    c.prepare("SELECT id, user_id, token_hash, label, created_at FROM tokens")?;
                 let rows = q.query_map([], |r| {
                     Ok((
                         r.get::<_, i64>(0)?,
@@ -165,7 +173,11 @@ impl Directory {
                 let now = now_ms();
                 let mut q = c.prepare("SELECT id_hash, user_id, expires_at FROM sessions")?;
                 for row in q.query_map([], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
                 })? {
                     let (h, u, exp) = row?;
                     if exp > now {
@@ -174,7 +186,11 @@ impl Directory {
                 }
                 let mut q = c.prepare("SELECT name, owner_id, created_at FROM topics")?;
                 for row in q.query_map([], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
                 })? {
                     let (name, owner, created_at) = row?;
                     st.topics.insert(
@@ -231,7 +247,10 @@ impl Directory {
 
     pub fn user_by_name(&self, name: &str) -> Option<User> {
         let st = self.read();
-        st.by_name.get(name).and_then(|id| st.users.get(id)).cloned()
+        st.by_name
+            .get(name)
+            .and_then(|id| st.users.get(id))
+            .cloned()
     }
 
     pub fn users(&self) -> Vec<User> {
@@ -241,7 +260,12 @@ impl Directory {
     }
 
     /// Creates a user (with an argon2-hashed password if given).
-    pub async fn create_user(&self, name: &str, password: Option<String>, is_admin: bool) -> Result<User> {
+    pub async fn create_user(
+        &self,
+        name: &str,
+        password: Option<String>,
+        is_admin: bool,
+    ) -> Result<User> {
         if !valid_user_name(name) {
             return Err(Error::Invalid(format!(
                 "user name {name:?}: use 1-32 of a-z, 0-9, '.', '_', '-', starting with a letter or digit"
@@ -343,7 +367,9 @@ impl Directory {
         let stored: Option<String> = self
             .store
             .read(move |c| {
-                c.query_row("SELECT password_hash FROM users WHERE id = ?1", [id], |r| r.get(0))
+                c.query_row("SELECT password_hash FROM users WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
             })
             .await?;
         let Some(stored) = stored else {
@@ -351,7 +377,11 @@ impl Directory {
         };
         let ok = tokio::task::spawn_blocking(move || {
             PasswordHash::new(&stored)
-                .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+                .map(|h| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &h)
+                        .is_ok()
+                })
                 .unwrap_or(false)
         })
         .await
@@ -367,7 +397,9 @@ impl Directory {
             .user(user_id)
             .ok_or_else(|| Error::NotFound(format!("user {user_id}")))?;
         if label.chars().count() > 100 {
-            return Err(Error::Invalid("token labels are at most 100 characters".into()));
+            return Err(Error::Invalid(
+                "token labels are at most 100 characters".into(),
+            ));
         }
         let secret = random_secret("tk_");
         let hash = hash_secret(&secret);
@@ -390,7 +422,8 @@ impl Directory {
             .await?;
         let mut st = self.write();
         st.tokens.insert(hash, (id, user_id));
-        st.token_meta.insert(id, (user_id, label.to_owned(), created_at));
+        st.token_meta
+            .insert(id, (user_id, label.to_owned(), created_at));
         Ok((
             TokenInfo {
                 id,
@@ -494,7 +527,10 @@ impl Directory {
                         rusqlite::Error::QueryReturnedNoRows => Ok(None),
                         e => Err(e),
                     })?;
-                c.execute("DELETE FROM signin_codes WHERE code_hash = ?1 OR expires_at < ?2", rusqlite::params![hash, now])?;
+                c.execute(
+                    "DELETE FROM signin_codes WHERE code_hash = ?1 OR expires_at < ?2",
+                    rusqlite::params![hash, now],
+                )?;
                 Ok(row.filter(|(_, exp)| *exp > now).map(|(u, _)| u))
             })
             .await?;
@@ -549,7 +585,10 @@ impl Directory {
         match st.topics.get(topic) {
             None => TopicAccess::Unclaimed,
             Some(t) if t.owner == user_id => TopicAccess::Owner,
-            Some(t) => t.grants.get(&user_id).map_or(TopicAccess::None, |g| TopicAccess::Granted(*g)),
+            Some(t) => t
+                .grants
+                .get(&user_id)
+                .map_or(TopicAccess::None, |g| TopicAccess::Granted(*g)),
         }
     }
 
@@ -614,7 +653,13 @@ impl Directory {
     }
 
     /// Sets (or with both false, removes) a user's grant on a topic. Returns the previous one.
-    pub async fn set_grant(&self, topic: &str, owner: i64, grantee: &str, grant: Grant) -> Result<Option<Grant>> {
+    pub async fn set_grant(
+        &self,
+        topic: &str,
+        owner: i64,
+        grantee: &str,
+        grant: Grant,
+    ) -> Result<Option<Grant>> {
         let grantee_user = self
             .user_by_name(grantee)
             .ok_or_else(|| Error::NotFound(format!("user {grantee:?}")))?;
@@ -716,8 +761,14 @@ mod tests {
     async fn tokens_authenticate_until_revoked_and_survive_reload() {
         let (_d, dir) = dir().await;
         let alice = dir.create_user("alice", None, false).await.unwrap();
-        assert!(matches!(dir.create_user("alice", None, false).await, Err(Error::Conflict(_))));
-        assert!(matches!(dir.create_user("Bad Name", None, false).await, Err(Error::Invalid(_))));
+        assert!(matches!(
+            dir.create_user("alice", None, false).await,
+            Err(Error::Conflict(_))
+        ));
+        assert!(matches!(
+            dir.create_user("Bad Name", None, false).await,
+            Err(Error::Invalid(_))
+        ));
         let (info, secret) = dir.create_token(alice.id, "laptop").await.unwrap();
         assert_eq!(dir.authenticate_token(&secret).unwrap().name, "alice");
         assert!(dir.authenticate_token("tk_wrong").is_none());
@@ -727,7 +778,12 @@ mod tests {
         assert!(dir.authenticate_token(&secret).is_none());
         let stored: String = dir
             .store
-            .read(|c| c.query_row("SELECT group_concat(token_hash) FROM tokens", [], |r| r.get::<_, Option<String>>(0)).map(|v| v.unwrap_or_default()))
+            .read(|c| {
+                c.query_row("SELECT group_concat(token_hash) FROM tokens", [], |r| {
+                    r.get::<_, Option<String>>(0)
+                })
+                .map(|v| v.unwrap_or_default())
+            })
             .await
             .unwrap();
         assert!(!stored.contains(&secret));
@@ -736,16 +792,33 @@ mod tests {
     #[tokio::test]
     async fn passwords_are_argon2() {
         let (_d, dir) = dir().await;
-        dir.create_user("bob", Some("correct horse".into()), false).await.unwrap();
+        dir.create_user("bob", Some("correct horse".into()), false)
+            .await
+            .unwrap();
         let h: String = dir
             .store
             .read(|c| c.query_row("SELECT password_hash FROM users", [], |r| r.get(0)))
             .await
             .unwrap();
         assert!(h.starts_with("$argon2"));
-        assert!(dir.verify_password("bob", "correct horse".into()).await.unwrap().is_some());
-        assert!(dir.verify_password("bob", "wrong horse".into()).await.unwrap().is_none());
-        assert!(dir.verify_password("nobody", "whatever1".into()).await.unwrap().is_none());
+        assert!(
+            dir.verify_password("bob", "correct horse".into())
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            dir.verify_password("bob", "wrong horse".into())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            dir.verify_password("nobody", "whatever1".into())
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]
@@ -759,10 +832,32 @@ mod tests {
         assert_eq!(dir.topic_access("backups", a.id), TopicAccess::Owner);
         assert_eq!(dir.topic_access("backups", b.id), TopicAccess::None);
         assert!(!dir.topic_access("backups", b.id).can_publish());
-        dir.set_grant("backups", a.id, "bob", Grant { publish: true, subscribe: false }).await.unwrap();
+        dir.set_grant(
+            "backups",
+            a.id,
+            "bob",
+            Grant {
+                publish: true,
+                subscribe: false,
+            },
+        )
+        .await
+        .unwrap();
         assert!(dir.topic_access("backups", b.id).can_publish());
         assert!(!dir.topic_access("backups", b.id).can_subscribe());
-        assert!(dir.set_grant("backups", b.id, "bob", Grant { publish: true, subscribe: true }).await.is_err());
+        assert!(
+            dir.set_grant(
+                "backups",
+                b.id,
+                "bob",
+                Grant {
+                    publish: true,
+                    subscribe: true
+                }
+            )
+            .await
+            .is_err()
+        );
         let reloaded = Directory::load(dir.store.clone()).await.unwrap();
         assert!(reloaded.topic_access("backups", b.id).can_publish());
         assert_eq!(reloaded.owned_topics(a.id)[0].grants[0].user, "bob");

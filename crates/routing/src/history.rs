@@ -115,7 +115,11 @@ pub async fn list(store: &Store, q: HistoryQuery) -> Result<(Vec<HistoryItem>, O
     let mut items = items;
     let more = items.len() > limit;
     items.truncate(limit);
-    let next = if more { items.last().map(|i| i.seq) } else { None };
+    let next = if more {
+        items.last().map(|i| i.seq)
+    } else {
+        None
+    };
     Ok((items, next))
 }
 
@@ -178,7 +182,10 @@ pub async fn topic_messages(
             let (from, after) = match after_time {
                 Some(t) => (t, after_id.unwrap_or_default()),
                 // "~" sorts after every id, so the same-time clause never matches here.
-                None => (since_s.saturating_mul(1000).saturating_sub(1), "~".to_owned()),
+                None => (
+                    since_s.saturating_mul(1000).saturating_sub(1),
+                    "~".to_owned(),
+                ),
             };
             let mut st = c.prepare_cached(
                 "SELECT body FROM notifications WHERE source_id = ?1

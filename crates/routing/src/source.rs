@@ -29,16 +29,23 @@ struct Subscriber {
 /// Messages to a source avatar.
 #[derive(Debug)]
 pub enum SourceMsg {
-    Ingest { ingest: Ingest, ack: Ack },
+    Ingest {
+        ingest: Ingest,
+        ack: Ack,
+    },
     /// Adds or replaces a user's subscription (idempotent).
     Subscribe {
         user_id: i64,
         subscription: String,
         filter: Filter,
     },
-    Unsubscribe { user_id: i64 },
+    Unsubscribe {
+        user_id: i64,
+    },
     /// How many users are subscribed (status pages, tests).
-    CountSubscribers { reply: oneshot::Sender<usize> },
+    CountSubscribers {
+        reply: oneshot::Sender<usize>,
+    },
 }
 
 pub struct SourceAvatar {
@@ -76,7 +83,13 @@ impl Avatar for SourceAvatar {
                 tracing::error!(%subscription, error = %e, "unreadable filter; delivering unfiltered");
                 Filter::default()
             });
-            subscribers.insert(user_id, Subscriber { subscription, filter });
+            subscribers.insert(
+                user_id,
+                Subscriber {
+                    subscription,
+                    filter,
+                },
+            );
         }
         Ok(SourceAvatar {
             source_id,
@@ -95,8 +108,13 @@ impl Avatar for SourceAvatar {
                 subscription,
                 filter,
             } => {
-                self.subscribers
-                    .insert(user_id, Subscriber { subscription, filter });
+                self.subscribers.insert(
+                    user_id,
+                    Subscriber {
+                        subscription,
+                        filter,
+                    },
+                );
             }
             SourceMsg::Unsubscribe { user_id } => {
                 self.subscribers.remove(&user_id);

@@ -179,9 +179,10 @@ impl UserAvatar {
         }
         self.recent.push_back(id.clone());
         if self.recent.len() > RECENT_IDS
-            && let Some(old) = self.recent.pop_front() {
-                self.recent_set.remove(&old);
-            }
+            && let Some(old) = self.recent.pop_front()
+        {
+            self.recent_set.remove(&old);
+        }
         true
     }
 

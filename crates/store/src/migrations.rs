@@ -8,7 +8,8 @@ use crate::{Error, Result};
 const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_core.sql")];
 
 pub(crate) fn apply(conn: &Connection) -> Result<()> {
-    let current: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    let current: usize =
+        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
         let version = i + 1;
         let run = || -> rusqlite::Result<()> {

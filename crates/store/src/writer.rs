@@ -90,12 +90,10 @@ impl WriterHandle {
             let failed = r.is_err();
             let done: Completion = Box::new(move |commit_err| match (r, commit_err) {
                 (Ok(v), None) => on_commit(Ok(v)),
-                (Ok(_), Some(e)) => on_commit(Err(Error::Sqlite(
-                    rusqlite::Error::SqliteFailure(
-                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
-                        Some(format!("commit failed: {e}")),
-                    ),
-                ))),
+                (Ok(_), Some(e)) => on_commit(Err(Error::Sqlite(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                    Some(format!("commit failed: {e}")),
+                )))),
                 (Err(e), _) => on_commit(Err(Error::Sqlite(e))),
             });
             (failed, done)
@@ -213,7 +211,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn many_concurrent_writes_share_commits() {
         let (_d, s) = store().await;
-        s.write(|c| c.execute_batch("CREATE TABLE t(x INTEGER)")).await.unwrap();
+        s.write(|c| c.execute_batch("CREATE TABLE t(x INTEGER)"))
+            .await
+            .unwrap();
         let mut tasks = Vec::new();
         for i in 0..2000 {
             let s = s.clone();
@@ -238,7 +238,9 @@ mod tests {
     #[tokio::test]
     async fn a_failing_write_rolls_back_only_itself() {
         let (_d, s) = store().await;
-        s.write(|c| c.execute_batch("CREATE TABLE t(x INTEGER UNIQUE)")).await.unwrap();
+        s.write(|c| c.execute_batch("CREATE TABLE t(x INTEGER UNIQUE)"))
+            .await
+            .unwrap();
         let a = s.write(|c| c.execute("INSERT INTO t VALUES (1)", []));
         let b = s.write(|c| {
             c.execute("INSERT INTO t VALUES (2)", [])?;
@@ -262,18 +264,27 @@ mod tests {
     #[tokio::test]
     async fn readers_cannot_write_and_close_flushes() {
         let (_d, s) = store().await;
-        s.write(|c| c.execute_batch("CREATE TABLE t(x)")).await.unwrap();
+        s.write(|c| c.execute_batch("CREATE TABLE t(x)"))
+            .await
+            .unwrap();
         let e = s.read(|c| c.execute("INSERT INTO t VALUES (1)", [])).await;
         assert!(e.is_err());
         let s2 = s.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        s2.submit(|c| c.execute("INSERT INTO t VALUES (7)", []), move |r| {
-            let _ = tx.send(r.is_ok());
-        })
+        s2.submit(
+            |c| c.execute("INSERT INTO t VALUES (7)", []),
+            move |r| {
+                let _ = tx.send(r.is_ok());
+            },
+        )
         .await
         .unwrap();
         s.close().await;
         assert!(rx.await.unwrap());
-        assert!(s.write(|c| c.execute("INSERT INTO t VALUES (8)", [])).await.is_err());
+        assert!(
+            s.write(|c| c.execute("INSERT INTO t VALUES (8)", []))
+                .await
+                .is_err()
+        );
     }
 }

@@ -83,6 +83,7 @@ pub struct ClientArgs {
 pub enum UserCommand {
     /// Create a user; prints their new API token on the last line of stdout.
     Add {
+        /// Name of the new user.
         name: String,
         /// Make the user an administrator.
         #[arg(long)]
@@ -93,23 +94,33 @@ pub enum UserCommand {
     },
     /// List users.
     List,
-    /// Remove a user and everything they own.
-    Remove { name: String },
+    /// Remove a user; their tokens stop working.
+    Remove {
+        /// Name of the user.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Create an API token for a user; prints it on the last line of stdout.
     Create {
+        /// Name of the user the token belongs to.
         user: String,
         /// A note to recognize the token by in `token list`.
         #[arg(long, value_name = "TEXT", default_value = "")]
         label: String,
     },
     /// List tokens (never their secrets), of one user or of everyone.
-    List { user: Option<String> },
+    List {
+        /// Only this user's tokens.
+        user: Option<String>,
+    },
     /// Revoke a token by the id `token list` shows.
-    Revoke { id: i64 },
+    Revoke {
+        /// Token id.
+        id: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

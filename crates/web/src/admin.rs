@@ -34,7 +34,10 @@ pub async fn create_user(
     let dir = &state.services().directory;
     let user = dir.create_user(&b.name, b.password, b.admin).await?;
     let (_, secret) = dir.create_token(user.id, "created with the user").await?;
-    Ok((StatusCode::CREATED, Json(json!({"user": user, "token": secret}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"user": user, "token": secret})),
+    ))
 }
 
 /// `GET /api/v1/admin/users`.
@@ -82,7 +85,10 @@ pub async fn create_token(
         .user_by_name(&name)
         .ok_or_else(|| ApiError::not_found(format!("user {name:?} not found")))?;
     let (info, secret) = dir.create_token(user.id, &label).await?;
-    Ok((StatusCode::CREATED, Json(json!({"token": info, "secret": secret}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"token": info, "secret": secret})),
+    ))
 }
 
 /// `GET /api/v1/admin/tokens[?user=NAME]`.
@@ -110,7 +116,9 @@ pub async fn revoke_token(
     _admin: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let id: i64 = id.parse().map_err(|_| ApiError::not_found("token not found"))?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::not_found("token not found"))?;
     state.services().directory.revoke_token(id, None).await?;
     Ok(Json(json!({ "revoked": id })))
 }

@@ -57,8 +57,9 @@ fn bad_time(name: &str, v: &str) -> ApiError {
 }
 
 fn parse_i64(name: &str, v: &str) -> ApiResult<i64> {
-    v.parse()
-        .map_err(|_| ApiError::bad_request("invalid_query", format!("{name}={v:?} is not a number")))
+    v.parse().map_err(|_| {
+        ApiError::bad_request("invalid_query", format!("{name}={v:?} is not a number"))
+    })
 }
 
 /// `GET /api/v1/notifications`: the caller's history, newest first, with cursor paging.
@@ -87,7 +88,10 @@ pub async fn list_notifications(
             "source" => hq.source = Some(v.clone()),
             "topic" => hq.source = Some(TopicName::parse(v)?.source_id()),
             "tag" | "tags" => hq.tags.extend(
-                v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned),
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned),
             ),
             "priority" => {
                 for p in v.split(',').filter(|p| !p.trim().is_empty()) {
@@ -165,7 +169,10 @@ pub struct NewSubscription {
 }
 
 /// `GET /api/v1/subscriptions`.
-pub async fn list_subscriptions(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<Value>> {
+pub async fn list_subscriptions(
+    State(state): State<AppState>,
+    auth: Authed,
+) -> ApiResult<Json<Value>> {
     let subs = history::subscriptions(&state.services().store, auth.user.id).await?;
     Ok(Json(json!({ "subscriptions": subs })))
 }
@@ -199,7 +206,10 @@ pub async fn create_subscription(
             if dir.topic_access(topic.as_str(), auth.user.id) == TopicAccess::Unclaimed {
                 claim_topic(&state, auth.user.id, &topic).await?;
             }
-            if !dir.topic_access(topic.as_str(), auth.user.id).can_subscribe() {
+            if !dir
+                .topic_access(topic.as_str(), auth.user.id)
+                .can_subscribe()
+            {
                 return Err(ApiError::forbidden(format!(
                     "topic {topic:?} belongs to another user who has not granted you subscribe"
                 )));
@@ -291,7 +301,17 @@ pub async fn put_grant(
     body: Result<Json<GrantBody>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
     let Json(b) = body?;
-    set_grant(&state, &auth, &topic, &user, Grant { publish: b.publish, subscribe: b.subscribe }).await
+    set_grant(
+        &state,
+        &auth,
+        &topic,
+        &user,
+        Grant {
+            publish: b.publish,
+            subscribe: b.subscribe,
+        },
+    )
+    .await
 }
 
 /// `DELETE /api/v1/topics/{topic}/grants/{user}`.
@@ -300,41 +320,61 @@ pub async fn delete_grant(
     auth: Authed,
     Path((topic, user)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    set_grant(&state, &auth, &topic, &user, Grant { publish: false, subscribe: false }).await
+    set_grant(
+        &state,
+        &auth,
+        &topic,
+        &user,
+        Grant {
+            publish: false,
+            subscribe: false,
+        },
+    )
+    .await
 }
 
-async fn set_grant(state: &AppState, auth: &Authed, topic: &str, grantee: &str, g: Grant) -> ApiResult<Json<Value>> {
+async fn set_grant(
+    state: &AppState,
+    auth: &Authed,
+    topic: &str,
+    grantee: &str,
+    g: Grant,
+) -> ApiResult<Json<Value>> {
     let dir = &state.services().directory;
     if dir.topic_access(topic, auth.user.id) != TopicAccess::Owner {
         return Err(ApiError::not_found("topic not found"));
     }
     let previous = dir.set_grant(topic, auth.user.id, grantee, g).await?;
     // Losing subscribe ends the grantee's subscription to the topic.
-    if previous.is_some_and(|p| p.subscribe) && !g.subscribe
-        && let Some(u) = dir.user_by_name(grantee) {
-            let source_id = format!("topic:{topic}");
-            let uid = u.id;
-            let sub: Option<String> = state
-                .services()
-                .store
-                .read(move |c| {
-                    c.query_row(
-                        "SELECT id FROM subscriptions WHERE user_id = ?1 AND source_id = ?2",
-                        rusqlite::params![uid, source_id],
-                        |r| r.get(0),
-                    )
-                    .map(Some)
-                    .or_else(|e| match e {
-                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                        e => Err(e),
-                    })
+    if previous.is_some_and(|p| p.subscribe)
+        && !g.subscribe
+        && let Some(u) = dir.user_by_name(grantee)
+    {
+        let source_id = format!("topic:{topic}");
+        let uid = u.id;
+        let sub: Option<String> = state
+            .services()
+            .store
+            .read(move |c| {
+                c.query_row(
+                    "SELECT id FROM subscriptions WHERE user_id = ?1 AND source_id = ?2",
+                    rusqlite::params![uid, source_id],
+                    |r| r.get(0),
+                )
+                .map(Some)
+                .or_else(|e| match e {
+                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                    e => Err(e),
                 })
-                .await?;
-            if let Some(id) = sub {
-                unsubscribe(state, uid, id).await?;
-            }
+            })
+            .await?;
+        if let Some(id) = sub {
+            unsubscribe(state, uid, id).await?;
         }
-    Ok(Json(json!({"topic": topic, "user": grantee, "publish": g.publish, "subscribe": g.subscribe})))
+    }
+    Ok(Json(
+        json!({"topic": topic, "user": grantee, "publish": g.publish, "subscribe": g.subscribe}),
+    ))
 }
 
 /// `GET /api/v1/tokens`: the caller's tokens (never their secrets).
@@ -360,8 +400,15 @@ pub async fn create_token(
         Err(JsonRejection::MissingJsonContentType(_)) => String::new(),
         Err(e) => return Err(e.into()),
     };
-    let (info, secret) = state.services().directory.create_token(auth.user.id, &label).await?;
-    Ok((StatusCode::CREATED, Json(json!({"token": info, "secret": secret}))))
+    let (info, secret) = state
+        .services()
+        .directory
+        .create_token(auth.user.id, &label)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"token": info, "secret": secret})),
+    ))
 }
 
 /// `DELETE /api/v1/tokens/{id}`: revoke one of the caller's tokens.
@@ -370,7 +417,13 @@ pub async fn revoke_token(
     auth: Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let id: i64 = id.parse().map_err(|_| ApiError::not_found("token not found"))?;
-    state.services().directory.revoke_token(id, Some(auth.user.id)).await?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::not_found("token not found"))?;
+    state
+        .services()
+        .directory
+        .revoke_token(id, Some(auth.user.id))
+        .await?;
     Ok(Json(json!({ "revoked": id })))
 }

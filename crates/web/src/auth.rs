@@ -63,9 +63,15 @@ fn credential(parts: &Parts) -> Result<Option<Credential>, ApiError> {
         }
     }
     for cookie in parts.headers.get_all(header::COOKIE) {
-        let Ok(cookie) = cookie.to_str() else { continue };
+        let Ok(cookie) = cookie.to_str() else {
+            continue;
+        };
         for c in cookie.split(';') {
-            if let Some(v) = c.trim().strip_prefix(SESSION_COOKIE).and_then(|r| r.strip_prefix('=')) {
+            if let Some(v) = c
+                .trim()
+                .strip_prefix(SESSION_COOKIE)
+                .and_then(|r| r.strip_prefix('='))
+            {
                 return Ok(Some(Credential::Session(v.to_owned())));
             }
         }
@@ -101,12 +107,14 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
         out.push(b[i]);
         i += 1;
     }
@@ -122,9 +130,18 @@ impl FromRequestParts<AppState> for Authed {
         }
         let dir = &state.services().directory;
         let (user, key) = match credential(parts)? {
-            None => return Err(ApiError::unauthorized("this needs an API token: Authorization: Bearer <token>")),
-            Some(Credential::Token(t)) => (dir.authenticate_token(&t), format!("t:{}", short_hash(&t))),
-            Some(Credential::Session(s)) => (dir.authenticate_session(&s), format!("s:{}", short_hash(&s))),
+            None => {
+                return Err(ApiError::unauthorized(
+                    "this needs an API token: Authorization: Bearer <token>",
+                ));
+            }
+            Some(Credential::Token(t)) => {
+                (dir.authenticate_token(&t), format!("t:{}", short_hash(&t)))
+            }
+            Some(Credential::Session(s)) => (
+                dir.authenticate_session(&s),
+                format!("s:{}", short_hash(&s)),
+            ),
             Some(Credential::Password(u, p)) => {
                 // Limit guesses before spending argon2 time on them.
                 state.limiter().check(&format!("p:{u}"))?;
@@ -187,10 +204,13 @@ impl RateLimiter {
         let now = Instant::now();
         if map.len() >= MAX_BUCKETS {
             let (rate, burst) = (self.per_second, self.burst);
-            map.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < burst);
+            map.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
+            });
         }
         let (tokens, at) = map.entry(key.to_owned()).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
@@ -201,7 +221,10 @@ impl RateLimiter {
             let mut e = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
-                format!("too many requests: at most {} per second (burst {})", self.per_second, self.burst),
+                format!(
+                    "too many requests: at most {} per second (burst {})",
+                    self.per_second, self.burst
+                ),
             );
             e.retry_after = Some(wait);
             Err(e)
@@ -227,11 +250,17 @@ mod tests {
 
     #[test]
     fn authorization_forms() {
-        assert!(matches!(parse_authorization("Bearer tk_abc"), Ok(Credential::Token(t)) if t == "tk_abc"));
+        assert!(
+            matches!(parse_authorization("Bearer tk_abc"), Ok(Credential::Token(t)) if t == "tk_abc")
+        );
         let basic = base64::engine::general_purpose::STANDARD.encode(":tk_abc");
-        assert!(matches!(parse_authorization(&format!("Basic {basic}")), Ok(Credential::Token(t)) if t == "tk_abc"));
+        assert!(
+            matches!(parse_authorization(&format!("Basic {basic}")), Ok(Credential::Token(t)) if t == "tk_abc")
+        );
         let basic = base64::engine::general_purpose::STANDARD.encode("bob:secret");
-        assert!(matches!(parse_authorization(&format!("Basic {basic}")), Ok(Credential::Password(u, p)) if u == "bob" && p == "secret"));
+        assert!(
+            matches!(parse_authorization(&format!("Basic {basic}")), Ok(Credential::Password(u, p)) if u == "bob" && p == "secret")
+        );
         assert!(parse_authorization("Digest x").is_err());
         assert_eq!(percent_decode("a%3Db"), "a=b");
         assert_eq!(percent_decode("abc%"), "abc%");

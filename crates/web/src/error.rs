@@ -61,9 +61,10 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         if let Some(s) = self.retry_after
-            && let Ok(v) = HeaderValue::from_str(&s.to_string()) {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -96,9 +97,11 @@ impl From<tidings_routing::Error> for ApiError {
         match e {
             E::Input(i) => i.into(),
             E::NotFound(what) => ApiError::not_found(format!("{what} not found")),
-            E::Conflict(what) => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", format!("{what} already exists"))
-            }
+            E::Conflict(what) => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("{what} already exists"),
+            ),
             E::Forbidden(m) => ApiError::forbidden(m),
             E::Invalid(m) => ApiError::bad_request("invalid", m),
             E::Avatar(tidings_bus::avatars::Error::Timeout) => {
@@ -131,7 +134,11 @@ impl From<BytesRejection> for ApiError {
     fn from(r: BytesRejection) -> Self {
         let status = r.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(status, "too_large", "the request body is over the size limit")
+            ApiError::new(
+                status,
+                "too_large",
+                "the request body is over the size limit",
+            )
         } else {
             ApiError::new(status, "bad_body", r.body_text())
         }
@@ -142,7 +149,11 @@ impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         let status = r.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            return ApiError::new(status, "too_large", "the request body is over the size limit");
+            return ApiError::new(
+                status,
+                "too_large",
+                "the request body is over the size limit",
+            );
         }
         let code = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
             "unsupported_media_type"
@@ -150,7 +161,11 @@ impl From<JsonRejection> for ApiError {
             "invalid_json"
         };
         ApiError::new(
-            if status == StatusCode::UNPROCESSABLE_ENTITY { StatusCode::BAD_REQUEST } else { status },
+            if status == StatusCode::UNPROCESSABLE_ENTITY {
+                StatusCode::BAD_REQUEST
+            } else {
+                status
+            },
             code,
             r.body_text(),
         )

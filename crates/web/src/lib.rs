@@ -137,18 +137,27 @@ pub fn router(state: AppState) -> Router {
     let publish_routes = Router::new()
         .route("/", post(publish::publish_json_root))
         .route("/api/v1/publish", post(publish::publish_json))
-        .route("/{topic}", put(publish::publish_topic).post(publish::publish_topic))
+        .route(
+            "/{topic}",
+            put(publish::publish_topic).post(publish::publish_topic),
+        )
         .route(
             "/{topic}/publish",
-            get(publish::publish_topic).put(publish::publish_topic).post(publish::publish_topic),
+            get(publish::publish_topic)
+                .put(publish::publish_topic)
+                .post(publish::publish_topic),
         )
         .route(
             "/{topic}/send",
-            get(publish::publish_topic).put(publish::publish_topic).post(publish::publish_topic),
+            get(publish::publish_topic)
+                .put(publish::publish_topic)
+                .post(publish::publish_topic),
         )
         .route(
             "/{topic}/trigger",
-            get(publish::publish_topic).put(publish::publish_topic).post(publish::publish_topic),
+            get(publish::publish_topic)
+                .put(publish::publish_topic)
+                .post(publish::publish_topic),
         )
         // JSON publishes carry the message plus a little structure around it.
         .layer(DefaultBodyLimit::max(message_limit + 16 * 1024));
@@ -165,7 +174,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/account", get(api::account))
         .route("/api/v1/notifications", get(api::list_notifications))
         .route("/api/v1/notifications/{id}", get(api::get_notification))
-        .route("/api/v1/notifications/{id}/ack", post(api::ack_notification))
+        .route(
+            "/api/v1/notifications/{id}/ack",
+            post(api::ack_notification),
+        )
         .route("/api/v1/stream", get(stream::user_sse))
         .route("/api/v1/ws", get(stream::user_ws))
         .route(
@@ -182,14 +194,20 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/topics/{topic}/grants/{user}",
             put(api::put_grant).delete(api::delete_grant),
         )
-        .route("/api/v1/tokens", get(api::list_tokens).post(api::create_token))
+        .route(
+            "/api/v1/tokens",
+            get(api::list_tokens).post(api::create_token),
+        )
         .route("/api/v1/tokens/{id}", delete(api::revoke_token))
         .route(
             "/api/v1/admin/users",
             get(admin::list_users).post(admin::create_user),
         )
         .route("/api/v1/admin/users/{name}", delete(admin::remove_user))
-        .route("/api/v1/admin/users/{name}/tokens", post(admin::create_token))
+        .route(
+            "/api/v1/admin/users/{name}/tokens",
+            post(admin::create_token),
+        )
         .route("/api/v1/admin/tokens", get(admin::list_tokens))
         .route("/api/v1/admin/tokens/{id}", delete(admin::revoke_token))
         .route("/{topic}/json", get(stream::topic_json))
@@ -214,9 +232,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = router(state.clone());
     state.set_ready(true);
-    let r = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let r = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     state.set_ready(false);
     r
 }

@@ -50,8 +50,10 @@ pub async fn metrics(State(state): State<AppState>, req: Request) -> ApiResult<R
 /// `GET /api/v1/openapi.json`.
 pub async fn openapi() -> Response {
     let mut r = OPENAPI.into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -63,7 +65,10 @@ fn session_cookie(sid: &str, max_age: i64) -> HeaderValue {
 }
 
 /// `GET /signin/{code}`: redeems a one-time sign-in link and opens a web session.
-pub async fn signin_link(State(state): State<AppState>, Path(code): Path<String>) -> ApiResult<Response> {
+pub async fn signin_link(
+    State(state): State<AppState>,
+    Path(code): Path<String>,
+) -> ApiResult<Response> {
     let dir = &state.services().directory;
     state.limiter().check("signin-links")?;
     let Some((_user, sid)) = dir.redeem_signin_code(&code).await? else {
@@ -103,17 +108,28 @@ pub async fn login(
 }
 
 /// `POST /api/v1/logout`: ends the web session.
-pub async fn logout(State(state): State<AppState>, _auth: Authed, headers: HeaderMap) -> ApiResult<Response> {
+pub async fn logout(
+    State(state): State<AppState>,
+    _auth: Authed,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     for cookie in headers.get_all(header::COOKIE) {
-        let Ok(cookie) = cookie.to_str() else { continue };
+        let Ok(cookie) = cookie.to_str() else {
+            continue;
+        };
         for c in cookie.split(';') {
-            if let Some(v) = c.trim().strip_prefix(SESSION_COOKIE).and_then(|r| r.strip_prefix('=')) {
+            if let Some(v) = c
+                .trim()
+                .strip_prefix(SESSION_COOKIE)
+                .and_then(|r| r.strip_prefix('='))
+            {
                 state.services().directory.end_session(v).await?;
             }
         }
     }
     let mut r = Json(json!({"signed_out": true})).into_response();
-    r.headers_mut().insert(header::SET_COOKIE, session_cookie("", 0));
+    r.headers_mut()
+        .insert(header::SET_COOKIE, session_cookie("", 0));
     Ok(r)
 }
 
@@ -130,9 +146,11 @@ pub async fn landing(State(state): State<AppState>, req: Request) -> Response {
              <p>Publish with <code>curl -H \"Authorization: Bearer $TOKEN\" -d \"Backup finished\" {base}/backups</code>.</p>",
             html_escape(&a.user.name)
         ),
-        None => "<p>Sign in with the one-time link <code>tidings serve</code> printed at first start, \
+        None => {
+            "<p>Sign in with the one-time link <code>tidings serve</code> printed at first start, \
                  or call the API with <code>Authorization: Bearer &lt;token&gt;</code>.</p>"
-            .to_owned(),
+                .to_owned()
+        }
     };
     Html(format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>tidings</title></head>\

@@ -72,7 +72,9 @@ pub async fn publish_topic(
         click: pick(&headers, &query, &["click", "x-click"]),
         actions: pick(&headers, &query, &["actions", "x-actions", "action"]),
     };
-    publish(&state, &auth, &topic, fields, message).await.map(Json)
+    publish(&state, &auth, &topic, fields, message)
+        .await
+        .map(Json)
 }
 
 /// The JSON form of a publish.
@@ -137,7 +139,9 @@ pub async fn publish_json(
         click: p.click,
         actions,
     };
-    publish(&state, &auth, &p.topic, fields, message).await.map(Json)
+    publish(&state, &auth, &p.topic, fields, message)
+        .await
+        .map(Json)
 }
 
 /// ntfy's `POST /` with a JSON body.
@@ -198,7 +202,9 @@ async fn publish(
         .append(source_avatar(&topic.source_id()), payload)
         .await
         .map_err(|e| match e {
-            tidings_bus::queue::Error::Closed => ApiError::unavailable("the server is shutting down"),
+            tidings_bus::queue::Error::Closed => {
+                ApiError::unavailable("the server is shutting down")
+            }
             e => ApiError::unavailable(format!("the message could not be stored: {e}")),
         })?;
     metrics::counter!("tidings_published_total").increment(1);
@@ -208,9 +214,17 @@ async fn publish(
 /// Makes `user_id` the owner of an unowned topic and subscribes them to it, so the first
 /// message already reaches them. A no-op if someone else claimed it a moment earlier: the
 /// caller checks access afterwards either way.
-pub(crate) async fn claim_topic(state: &AppState, user_id: i64, topic: &TopicName) -> ApiResult<()> {
+pub(crate) async fn claim_topic(
+    state: &AppState,
+    user_id: i64,
+    topic: &TopicName,
+) -> ApiResult<()> {
     let dir = &state.services().directory;
-    if !dir.claim_topic(topic, user_id).await.map_err(ApiError::from)? {
+    if !dir
+        .claim_topic(topic, user_id)
+        .await
+        .map_err(ApiError::from)?
+    {
         return Ok(());
     }
     let spec = SourceSpec::Topic {

@@ -100,7 +100,16 @@ fn spawn_feed(state: &AppState, replay: Vec<Notification>, live: Live) -> mpsc::
         }
         match live {
             Live::User { mut rx, _guard } => {
-                forward(&mut rx, None, &tx, &mut seen, &mut shutdown, keepalive, &dir).await;
+                forward(
+                    &mut rx,
+                    None,
+                    &tx,
+                    &mut seen,
+                    &mut shutdown,
+                    keepalive,
+                    &dir,
+                )
+                .await;
                 // The guard (presence "online") lives exactly as long as the stream.
                 drop(_guard);
             }
@@ -310,7 +319,10 @@ async fn topic_access(state: &AppState, auth: &Authed, topic: &str) -> ApiResult
     if dir.topic_access(topic.as_str(), auth.user.id) == TopicAccess::Unclaimed {
         claim_topic(state, auth.user.id, &topic).await?;
     }
-    if !dir.topic_access(topic.as_str(), auth.user.id).can_subscribe() {
+    if !dir
+        .topic_access(topic.as_str(), auth.user.id)
+        .can_subscribe()
+    {
         return Err(ApiError::forbidden(format!(
             "topic {topic:?} belongs to another user who has not granted you subscribe"
         )));
@@ -344,8 +356,14 @@ async fn open_topic(
     };
     let replay = match from {
         Some(from) => {
-            history::topic_messages(&state.services().store, &topic.source_id(), from, after, MAX_REPLAY)
-                .await?
+            history::topic_messages(
+                &state.services().store,
+                &topic.source_id(),
+                from,
+                after,
+                MAX_REPLAY,
+            )
+            .await?
         }
         None => Vec::new(),
     };
@@ -425,7 +443,10 @@ mod tests {
     fn since_forms() {
         assert_eq!(parse_since(None).unwrap(), Since::Nothing);
         assert_eq!(parse_since(Some("all")).unwrap(), Since::All);
-        assert_eq!(parse_since(Some("1700000000")).unwrap(), Since::Time(1_700_000_000));
+        assert_eq!(
+            parse_since(Some("1700000000")).unwrap(),
+            Since::Time(1_700_000_000)
+        );
         assert!(matches!(parse_since(Some("10m")).unwrap(), Since::Time(_)));
         let id = NotificationId::new(1).to_string();
         assert_eq!(parse_since(Some(&id)).unwrap(), Since::Id(id.clone()));

@@ -228,8 +228,10 @@ impl EmbeddedQueue {
                     .store
                     .submit(
                         move |c| {
-                            c.prepare_cached("UPDATE ingest_queue SET attempts = ?2 WHERE seq = ?1")?
-                                .execute([seq, attempts as i64])
+                            c.prepare_cached(
+                                "UPDATE ingest_queue SET attempts = ?2 WHERE seq = ?1",
+                            )?
+                            .execute([seq, attempts as i64])
                         },
                         |_| {},
                     )
@@ -338,7 +340,9 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s2 = seen.clone();
         let handler: Handler = Arc::new(move |item: Item, ack: Ack| {
-            s2.lock().unwrap().push(item.payload.parse::<i32>().unwrap());
+            s2.lock()
+                .unwrap()
+                .push(item.payload.parse::<i32>().unwrap());
             Box::pin(async move { ack.ack() })
         });
         let (stop_tx, stop) = watch::channel(false);
@@ -360,7 +364,9 @@ mod tests {
         let tries = Arc::new(Mutex::new(Vec::new()));
         let t2 = tries.clone();
         let handler: Handler = Arc::new(move |item: Item, ack: Ack| {
-            t2.lock().unwrap().push((item.payload.clone(), item.attempts));
+            t2.lock()
+                .unwrap()
+                .push((item.payload.clone(), item.attempts));
             Box::pin(async move {
                 if item.payload == "flaky" && item.attempts == 0 {
                     drop(ack); // as a panicking handler would

@@ -128,9 +128,10 @@ impl LiveHub {
     pub fn push_topic(&self, topic: &str, n: &Arc<Notification>) {
         let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = topics.get(topic)
-            && tx.send(n.clone()).is_err() {
-                topics.remove(topic);
-            }
+            && tx.send(n.clone()).is_err()
+        {
+            topics.remove(topic);
+        }
     }
 }
 
@@ -188,15 +189,33 @@ mod tests {
         let (mut rx1, g1) = hub.open_user(1);
         let (_rx1b, g1b) = hub.open_user(1);
         let (mut rx2, _g2) = hub.open_user(2);
-        assert_eq!(presence.recv().await.unwrap(), WebPresence { user_id: 1, online: true });
-        assert_eq!(presence.recv().await.unwrap(), WebPresence { user_id: 2, online: true });
+        assert_eq!(
+            presence.recv().await.unwrap(),
+            WebPresence {
+                user_id: 1,
+                online: true
+            }
+        );
+        assert_eq!(
+            presence.recv().await.unwrap(),
+            WebPresence {
+                user_id: 2,
+                online: true
+            }
+        );
         assert_eq!(hub.push_user(1, &note()), 2);
         assert!(rx1.recv().await.is_ok());
         assert!(rx2.try_recv().is_err());
         drop(g1);
         assert!(presence.try_recv().is_err(), "one stream is still open");
         drop(g1b);
-        assert_eq!(presence.recv().await.unwrap(), WebPresence { user_id: 1, online: false });
+        assert_eq!(
+            presence.recv().await.unwrap(),
+            WebPresence {
+                user_id: 1,
+                online: false
+            }
+        );
         assert_eq!(hub.open_streams(1), 0);
     }
 }
