@@ -1,1 +1,217 @@
-fn main() {}
+//! `tidings-load`: a load generator and benchmark tool for a tidings server.
+//!
+//! It drives a running server (on a loopback address only) over its public HTTP API and
+//! measures what the service promises:
+//!
+//! - `publish`: N concurrent keep-alive HTTP/1.1 clients publish in a closed loop to one
+//!   topic; reports acknowledged (2xx, i.e. durable) publishes per second, errors by status
+//!   and the publish latency distribution.
+//! - `latency`: opens the caller's SSE stream (`/api/v1/stream`), publishes open-loop at a
+//!   fixed rate (every publish is its own task, so a slow answer does not delay the
+//!   schedule), and measures publish-send → SSE-receipt latency per message (matched by a
+//!   sequence number embedded in the message), plus publish round trips.
+//! - `fanout`: creates an owner and N users through the admin API, grants and subscribes
+//!   them to one topic, opens one SSE stream per user, then publishes ONE message and
+//!   measures how long until every stream received it and every history holds it (a sample
+//!   polled over HTTP, plus an exact count in the SQLite `inbox` table with `--db`).
+//!
+//! Every scenario prints a human-readable summary followed by exactly one line of JSON
+//! (starting with `{"scenario":`) so scripts can collect results (see `scripts/bench`).
+//! All loops are bounded by count and time. The tool refuses non-loopback URLs.
+
+mod fanout;
+mod latency;
+mod publish;
+mod sse;
+mod stats;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "tidings-load", version, about = "Load generator and benchmarks for tidings")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Closed-loop publish throughput with N concurrent keep-alive clients.
+    Publish(publish::Args),
+    /// Publish-to-live-stream latency at a fixed publish rate (open loop).
+    Latency(latency::Args),
+    /// One publish to a topic with N subscribed users: time to all streams and histories.
+    Fanout(fanout::Args),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let json = rt.block_on(async {
+        match cli.command {
+            Command::Publish(a) => publish::run(a).await,
+            Command::Latency(a) => latency::run(a).await,
+            Command::Fanout(a) => fanout::run(a).await,
+        }
+    })?;
+    // Exactly one JSON line, last on stdout, for scripts.
+    println!("{json}");
+    Ok(())
+}
+
+/// Parses a duration like `10s`, `500ms`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 10s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 || secs > 86_400.0 {
+        return Err(format!("{s:?} is out of range (0 to 24h)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses the server URL and refuses anything but a loopback address: this tool only
+/// ever loads a server on this machine.
+pub fn loopback_url(url: &str) -> Result<reqwest::Url> {
+    let mut u = reqwest::Url::parse(url).with_context(|| format!("invalid --url {url:?}"))?;
+    if u.scheme() != "http" && u.scheme() != "https" {
+        bail!("--url {url:?}: only http:// and https:// are supported");
+    }
+    let host = u.host_str().unwrap_or("");
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let ok = match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => bare.eq_ignore_ascii_case("localhost"),
+    };
+    if !ok {
+        bail!("--url {url:?}: only loopback addresses (127.0.0.0/8, ::1, localhost) may be targeted");
+    }
+    if !u.path().ends_with('/') {
+        let p = format!("{}/", u.path());
+        u.set_path(&p);
+    }
+    Ok(u)
+}
+
+/// Joins a relative path onto the base URL.
+pub fn endpoint(base: &reqwest::Url, path: &str) -> Result<reqwest::Url> {
+    base.join(path)
+        .with_context(|| format!("cannot build a URL from {base} and {path:?}"))
+}
+
+/// An HTTP/1.1-only client that never goes through a proxy, keeping up to `pool` idle
+/// keep-alive connections.
+pub fn http_client(pool: usize, timeout: Duration) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .http1_only()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(pool)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(timeout)
+        .build()
+        .context("cannot build the HTTP client")
+}
+
+/// A short run-unique tag (hex), used to recognize this run's messages and users.
+pub fn nonce() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mix = (t as u64) ^ ((t >> 64) as u64) ^ (u64::from(std::process::id()) << 40);
+    format!("{:08x}", (mix ^ (mix >> 29)) & 0xffff_ffff)
+}
+
+/// A short description of a transport error, for the error-by-kind tallies.
+pub fn error_kind(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "io:timeout".into()
+    } else if e.is_connect() {
+        "io:connect".into()
+    } else if e.is_body() || e.is_decode() {
+        "io:body".into()
+    } else if e.is_request() {
+        "io:request".into()
+    } else {
+        "io:other".into()
+    }
+}
+
+/// Raises the open-files soft limit to at least `wanted` (up to the hard limit, or beyond
+/// it when the process may raise the hard limit). Returns the soft limit in force.
+pub fn raise_nofile(wanted: u64) -> Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
+    }
+    if lim.rlim_cur >= wanted {
+        return Ok(lim.rlim_cur);
+    }
+    if lim.rlim_max < wanted {
+        let raised = libc::rlimit {
+            rlim_cur: wanted,
+            rlim_max: wanted,
+        };
+        // SAFETY: setrlimit only reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return Ok(wanted);
+        }
+    }
+    let target = libc::rlimit {
+        rlim_cur: wanted.min(lim.rlim_max),
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &target) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("setrlimit(RLIMIT_NOFILE)");
+    }
+    Ok(target.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn only_loopback() {
+        assert!(loopback_url("http://127.0.0.1:8080").is_ok());
+        assert!(loopback_url("http://localhost:1/").is_ok());
+        assert!(loopback_url("http://[::1]:9/").is_ok());
+        assert!(loopback_url("http://10.0.0.1:8080").is_err());
+        assert!(loopback_url("http://example.com").is_err());
+        let u = loopback_url("http://127.0.0.1:8080/base").unwrap();
+        assert_eq!(endpoint(&u, "t").unwrap().as_str(), "http://127.0.0.1:8080/base/t");
+    }
+}
