@@ -219,6 +219,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api_routes)
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn(ops::request_timeout))
         .layer(axum::middleware::from_fn(ops::count_requests))
         .with_state(state)
 }

@@ -166,6 +166,18 @@ fn html_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// How long a handler may take to produce its response head. Streams are not cut by it:
+/// their handlers answer at once and the body flows afterwards.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Bounds the time of every request, answering 503 in the usual JSON shape when it runs out.
+pub async fn request_timeout(req: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::unavailable("the request took too long inside the server").into_response(),
+    }
+}
+
 /// Counts requests by route and status.
 pub async fn count_requests(req: Request, next: Next) -> Response {
     let route = req
