@@ -85,6 +85,15 @@ pub struct TopicInfo {
     pub grants: Vec<GrantInfo>,
 }
 
+/// A topic someone else owns, as a grantee sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GrantedTopic {
+    pub name: String,
+    pub owner: String,
+    pub publish: bool,
+    pub subscribe: bool,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct GrantInfo {
     pub user: String,
@@ -642,6 +651,29 @@ impl Directory {
             .iter()
             .filter(|(_, t)| t.owner == user_id)
             .map(|(name, t)| topic_info(&st, name, t))
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Topics other users granted this user rights on.
+    pub fn granted_topics(&self, user_id: i64) -> Vec<GrantedTopic> {
+        let st = self.read();
+        let mut v: Vec<GrantedTopic> = st
+            .topics
+            .iter()
+            .filter_map(|(name, t)| {
+                t.grants.get(&user_id).map(|g| GrantedTopic {
+                    name: name.clone(),
+                    owner: st
+                        .users
+                        .get(&t.owner)
+                        .map(|u| u.name.clone())
+                        .unwrap_or_default(),
+                    publish: g.publish,
+                    subscribe: g.subscribe,
+                })
+            })
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v

@@ -213,7 +213,11 @@ async fn ntfy_topic_streams_json_sse_ws_and_poll() {
     publish(&s.url, &t, "news", "via sse").await;
     assert_eq!(sse_messages(sse, 1, 10).await[0]["message"], "via sse");
 
-    // WebSocket form, since=<id>.
+    // WebSocket form, since=<id>: replayed from storage, so wait until all three are stored.
+    eventually(10, || async {
+        (history(&s.url, &t).await.len() == 3).then_some(())
+    })
+    .await;
     let first: Value =
         serde_json::from_str(body_first_message(&c, &s.url, &t).await.as_str()).unwrap();
     let mut ws = ws_connect(

@@ -100,6 +100,8 @@ pub async fn list_notifications(
             }
             "since" => hq.since = Some(parse_time(k, v)?),
             "until" => hq.until = Some(parse_time(k, v)?),
+            // ntfy's credential parameter, already consumed by authentication.
+            "auth" => {}
             other => {
                 return Err(ApiError::bad_request(
                     "invalid_query",
@@ -262,7 +264,8 @@ async fn unsubscribe(
 pub async fn list_topics(State(state): State<AppState>, auth: Authed) -> Json<Value> {
     let dir = &state.services().directory;
     let owned = dir.owned_topics(auth.user.id);
-    Json(json!({ "owned": owned }))
+    let granted = dir.granted_topics(auth.user.id);
+    Json(json!({ "owned": owned, "granted": granted }))
 }
 
 /// `GET /api/v1/topics/{topic}`: details for the owner; rights for a grantee.

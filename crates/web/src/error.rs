@@ -172,6 +172,12 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+impl From<axum::extract::ws::rejection::WebSocketUpgradeRejection> for ApiError {
+    fn from(r: axum::extract::ws::rejection::WebSocketUpgradeRejection) -> Self {
+        ApiError::new(r.status(), "not_websocket", r.body_text())
+    }
+}
+
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
         ApiError::bad_request("invalid_query", r.body_text())

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -274,9 +275,10 @@ pub async fn user_ws(
     State(state): State<AppState>,
     auth: Authed,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let Query(q) = query?;
+    let ws = ws?;
     let since = parse_since(q.get("since").map(String::as_str))?;
     let replay = user_replay(&state, auth.user.id, since).await?;
     let user_id = auth.user.id;
@@ -428,9 +430,10 @@ pub async fn topic_ws(
     auth: Authed,
     Path(topic): Path<String>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let Query(q) = query?;
+    let ws = ws?;
     let ts = open_topic(&state, &auth, &topic, &q).await?;
     Ok(ws.on_upgrade(move |socket| run_ws(socket, ts.out, Some(ts.topic))))
 }

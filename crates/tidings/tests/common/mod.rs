@@ -75,10 +75,11 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(s) = std::fs::read_to_string(self.dir.join("server.json"))
-                && let Ok(v) = serde_json::from_str::<Value>(&s) {
-                    self.url = v["url"].as_str().unwrap_or_default().to_owned();
-                    break;
-                }
+                && let Ok(v) = serde_json::from_str::<Value>(&s)
+            {
+                self.url = v["url"].as_str().unwrap_or_default().to_owned();
+                break;
+            }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("tidings exited early with {status}:\n{}", self.output());
             }
