@@ -68,6 +68,7 @@ pub struct Config {
     pub avatars: AvatarsConfig,
     pub queue: QueueConfig,
     pub shutdown: ShutdownConfig,
+    pub sources: SourcesConfig,
 }
 
 /// Log line format of the server.
@@ -137,6 +138,64 @@ pub struct QueueConfig {
     pub retry_max: Duration,
 }
 
+/// `[sources]`: feeds and watched pages: fetching and the poll schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesConfig {
+    /// Allow fetching from loopback, private, link-local and other non-public addresses.
+    pub allow_private_networks: bool,
+    /// Networks (CIDR, e.g. "10.1.0.0/16") allowed even though they are not public.
+    pub allowlist: Vec<String>,
+    /// Poll interval of a feed whose rhythm is not known yet.
+    #[serde(with = "crate::duration::serde")]
+    pub default_interval: Duration,
+    /// No source is polled more often than this.
+    #[serde(with = "crate::duration::serde")]
+    pub min_interval: Duration,
+    /// No live source is polled less often than this.
+    #[serde(with = "crate::duration::serde")]
+    pub max_interval: Duration,
+    /// Upper bound of the backoff after errors.
+    #[serde(with = "crate::duration::serde")]
+    pub max_backoff: Duration,
+    /// Failed polls in a row after which subscribers are told a source is failing.
+    pub failing_after: u32,
+    /// Largest response body, counted after decompression.
+    pub max_body_bytes: usize,
+    /// Time allowed to connect.
+    #[serde(with = "crate::duration::serde")]
+    pub connect_timeout: Duration,
+    /// Time allowed for a whole fetch, redirects included.
+    #[serde(with = "crate::duration::serde")]
+    pub fetch_timeout: Duration,
+    /// Redirects followed at most.
+    pub max_redirects: usize,
+    /// Requests to one host at once, at most.
+    pub per_host_concurrency: usize,
+    /// Item ids remembered per source to recognise what was already notified.
+    pub memory: usize,
+}
+
+impl Default for SourcesConfig {
+    fn default() -> Self {
+        Self {
+            allow_private_networks: false,
+            allowlist: Vec::new(),
+            default_interval: Duration::from_secs(300),
+            min_interval: Duration::from_secs(60),
+            max_interval: Duration::from_secs(6 * 3600),
+            max_backoff: Duration::from_secs(6 * 3600),
+            failing_after: 3,
+            max_body_bytes: 10 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            fetch_timeout: Duration::from_secs(30),
+            max_redirects: 5,
+            per_host_concurrency: 2,
+            memory: 5000,
+        }
+    }
+}
+
 /// `[shutdown]`: what SIGTERM/SIGINT do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -159,6 +218,7 @@ impl Default for Config {
             avatars: AvatarsConfig::default(),
             queue: QueueConfig::default(),
             shutdown: ShutdownConfig::default(),
+            sources: SourcesConfig::default(),
         }
     }
 }
@@ -448,6 +508,34 @@ impl Config {
         range("avatars.silos", self.avatars.silos, 1, 4096)?;
         positive("avatars.idle_timeout", self.avatars.idle_timeout)?;
         range("avatars.mailbox", self.avatars.mailbox, 1, MAX_QUEUE_BOUND)?;
+
+        let src = &self.sources;
+        for net in &src.allowlist {
+            if net.parse::<ipnet::IpNet>().is_err() {
+                return Err(invalid(
+                    "sources.allowlist",
+                    net,
+                    "not a network in CIDR form like 10.1.0.0/16",
+                ));
+            }
+        }
+        positive("sources.default_interval", src.default_interval)?;
+        positive("sources.min_interval", src.min_interval)?;
+        if src.max_interval < src.min_interval {
+            return Err(invalid(
+                "sources.max_interval",
+                crate::duration::format(src.max_interval),
+                "must not be less than sources.min_interval",
+            ));
+        }
+        positive("sources.max_backoff", src.max_backoff)?;
+        range("sources.failing_after", src.failing_after, 1, 1000)?;
+        range("sources.max_body_bytes", src.max_body_bytes, 1024, 1 << 30)?;
+        positive("sources.connect_timeout", src.connect_timeout)?;
+        positive("sources.fetch_timeout", src.fetch_timeout)?;
+        range("sources.max_redirects", src.max_redirects, 0, 20)?;
+        range("sources.per_host_concurrency", src.per_host_concurrency, 1, 256)?;
+        range("sources.memory", src.memory, 10, 1_000_000)?;
 
         let queue = &self.queue;
         range("queue.max_attempts", queue.max_attempts, 1, 1000)?;
