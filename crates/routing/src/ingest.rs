@@ -14,8 +14,13 @@ use crate::source::SourceMsg;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Ingest {
-    /// A fully formed notification from an edge (HTTP publish).
-    Publish { notification: Notification },
+    /// A fully formed notification from an edge (HTTP publish, a feed poll).
+    Publish {
+        notification: Notification,
+        /// Deliver to every subscriber whatever their filters (notices about the source).
+        #[serde(default)]
+        bypass_filters: bool,
+    },
 }
 
 /// The dispatcher's handler: parses each item and tells its source avatar. The avatar

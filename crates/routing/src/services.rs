@@ -4,6 +4,9 @@
 use std::sync::{Arc, OnceLock};
 
 use tidings_bus::avatars::{Runtime, RuntimeConfig};
+use tidings_bus::queue::IngestQueue;
+use tidings_sources::feed::SchedulePolicy;
+use tidings_sources::fetch::{FetchConfig, FetchError, Fetcher};
 use tidings_core::ids::user_avatar;
 use tidings_store::Store;
 
@@ -13,17 +16,23 @@ use crate::directory::Directory;
 use crate::source::SourceAvatar;
 use crate::user::{UserAvatar, UserMsg};
 
-/// Runtime tuning for both avatar kinds.
+/// Runtime tuning for both avatar kinds, and the web sources' fetch and schedule settings.
 #[derive(Debug, Clone, Default)]
 pub struct ServicesConfig {
     pub users: RuntimeConfig,
     pub sources: RuntimeConfig,
+    pub fetch: FetchConfig,
+    pub schedule: SchedulePolicy,
 }
 
 pub struct Services {
     pub store: Store,
     pub directory: Arc<Directory>,
     pub live: Arc<LiveHub>,
+    /// The HTTP client of feeds and pages (SSRF-safe).
+    pub fetcher: Fetcher,
+    pub schedule: SchedulePolicy,
+    queue: Arc<dyn IngestQueue>,
     users: OnceLock<Runtime<UserAvatar>>,
     sources: OnceLock<Runtime<SourceAvatar>>,
     agents: OnceLock<Vec<Arc<dyn Agent>>>,
@@ -31,12 +40,20 @@ pub struct Services {
 
 impl Services {
     /// Builds the services, starts both runtimes' reminder loops and the presence forwarder.
-    pub fn start(store: Store, directory: Arc<Directory>, cfg: ServicesConfig) -> Arc<Services> {
+    pub fn start(
+        store: Store,
+        directory: Arc<Directory>,
+        queue: Arc<dyn IngestQueue>,
+        cfg: ServicesConfig,
+    ) -> Result<Arc<Services>, FetchError> {
         let (live, mut presence) = LiveHub::new();
         let s = Arc::new(Services {
             store: store.clone(),
             directory,
             live,
+            fetcher: Fetcher::new(cfg.fetch)?,
+            schedule: cfg.schedule,
+            queue,
             users: OnceLock::new(),
             sources: OnceLock::new(),
             agents: OnceLock::new(),
@@ -59,7 +76,12 @@ impl Services {
                 }
             }
         });
-        s
+        Ok(s)
+    }
+
+    /// The durable ingest queue, for sources that produce items themselves.
+    pub fn queue(&self) -> &dyn IngestQueue {
+        &*self.queue
     }
 
     pub fn users(&self) -> &Runtime<UserAvatar> {

@@ -28,15 +28,88 @@ const RECENT_IDS: usize = 4096;
 pub enum SourceSpec {
     /// A topic published to over HTTP.
     Topic { topic: String },
+    /// An RSS, Atom or JSON feed. `backfill`: how many of the newest items already in the
+    /// feed to notify when the subscription starts (default none).
+    Feed {
+        url: String,
+        #[serde(default)]
+        backfill: u32,
+    },
+    /// A web page watched for new elements matching a CSS selector.
+    Page {
+        url: String,
+        selector: String,
+        #[serde(default)]
+        backfill: u32,
+    },
 }
 
+/// Most items a subscription may ask to be backfilled with.
+pub const MAX_BACKFILL: u32 = 50;
+
 impl SourceSpec {
-    /// The source id (`topic:backups`), after validating the spec.
+    /// The source id (`topic:backups`, `feed:<hash>`, `page:<hash>`), after validating the
+    /// spec. Feed and page URLs are normalized, so one feed is one source however it is
+    /// spelled.
     pub fn source_id(&self) -> Result<String> {
         match self {
             SourceSpec::Topic { topic } => Ok(TopicName::parse(topic)?.source_id()),
+            SourceSpec::Feed { url, backfill } => {
+                check_backfill(*backfill)?;
+                Ok(tidings_sources::feed::source_id("feed", &normalized(url)?, ""))
+            }
+            SourceSpec::Page {
+                url,
+                selector,
+                backfill,
+            } => {
+                check_backfill(*backfill)?;
+                tidings_sources::page::validate_selector(selector)
+                    .map_err(|e| Error::Invalid(e.to_string()))?;
+                Ok(tidings_sources::feed::source_id(
+                    "page",
+                    &normalized(url)?,
+                    selector.trim(),
+                ))
+            }
         }
     }
+
+    /// The same spec with its URL in normalized form.
+    pub fn normalized(&self) -> Result<SourceSpec> {
+        Ok(match self {
+            SourceSpec::Topic { .. } => self.clone(),
+            SourceSpec::Feed { url, backfill } => SourceSpec::Feed {
+                url: normalized(url)?,
+                backfill: *backfill,
+            },
+            SourceSpec::Page {
+                url,
+                selector,
+                backfill,
+            } => SourceSpec::Page {
+                url: normalized(url)?,
+                selector: selector.trim().to_owned(),
+                backfill: *backfill,
+            },
+        })
+    }
+}
+
+fn check_backfill(n: u32) -> Result<()> {
+    if n > MAX_BACKFILL {
+        return Err(Error::Invalid(format!("backfill is at most {MAX_BACKFILL}")));
+    }
+    Ok(())
+}
+
+fn normalized(u: &str) -> Result<String> {
+    let parsed = url::Url::parse(u.trim())
+        .map_err(|e| Error::Invalid(format!("invalid URL {u:?}: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(Error::Invalid(format!("{u:?} is not an http(s) URL")));
+    }
+    Ok(tidings_sources::feed::normalize_url(&parsed))
 }
 
 /// A subscription as the API shows it.
@@ -238,6 +311,7 @@ impl UserAvatar {
         cx: &Context<Self>,
     ) -> Result<Subscription> {
         filter.validate()?;
+        let source = source.normalized()?;
         let source_id = source.source_id()?;
         let user_id = self.user_id;
         let fresh = Subscription {
@@ -284,6 +358,7 @@ impl UserAvatar {
                     user_id,
                     subscription: sub.id.clone(),
                     filter,
+                    spec: Some(sub.source.clone()),
                 },
             )
             .await?;

@@ -19,6 +19,8 @@ use anyhow::Context as _;
 use tidings_bus::avatars::RuntimeConfig;
 use tidings_bus::queue::{DispatcherConfig, EmbeddedQueue, IngestQueue};
 use tidings_routing::{Directory, Services, ServicesConfig};
+use tidings_sources::feed::SchedulePolicy;
+use tidings_sources::fetch::FetchConfig;
 use tidings_store::{Store, StoreOptions};
 use tidings_web::{AppState, WebConfig};
 use tokio::sync::watch;
@@ -69,17 +71,30 @@ pub async fn run(
         mailbox: kind_mailbox,
         ..RuntimeConfig::default()
     };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let queue = EmbeddedQueue::new(store.clone());
+    let queue_dyn: Arc<dyn IngestQueue> = Arc::new(queue.clone());
     let services = Services::start(
         store.clone(),
         directory,
+        queue_dyn.clone(),
         ServicesConfig {
             users: runtime(cfg.avatars.mailbox),
             sources: runtime(cfg.avatars.mailbox),
+            fetch: fetch_config(&cfg)?,
+            schedule: SchedulePolicy {
+                default_interval: cfg.sources.default_interval,
+                min_interval: cfg.sources.min_interval,
+                max_interval: cfg.sources.max_interval,
+                max_backoff: cfg.sources.max_backoff,
+                failing_after: cfg.sources.failing_after,
+                memory: cfg.sources.memory,
+                ..SchedulePolicy::default()
+            },
         },
-    );
+    )
+    .context("cannot set up the fetcher for feeds and pages")?;
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let queue = EmbeddedQueue::new(store.clone());
     let dispatcher = tokio::spawn(queue.clone().run_dispatcher(
         tidings_routing::ingest::handler(services.clone()),
         DispatcherConfig {
@@ -102,7 +117,6 @@ pub async fn run(
         base_url: base_url.clone(),
         ..WebConfig::default()
     };
-    let queue_dyn: Arc<dyn IngestQueue> = Arc::new(queue.clone());
     let state = AppState::new(
         services.clone(),
         queue_dyn,
@@ -138,6 +152,27 @@ pub async fn run(
     served.context("the HTTP server failed")?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// The fetcher settings of feeds and pages.
+fn fetch_config(cfg: &Config) -> anyhow::Result<FetchConfig> {
+    let mut allowlist = Vec::new();
+    for net in &cfg.sources.allowlist {
+        allowlist.push(
+            net.parse()
+                .with_context(|| format!("sources.allowlist: {net:?} is not a CIDR network"))?,
+        );
+    }
+    Ok(FetchConfig {
+        allow_private_networks: cfg.sources.allow_private_networks,
+        allowlist,
+        max_body_bytes: cfg.sources.max_body_bytes,
+        connect_timeout: cfg.sources.connect_timeout,
+        total_timeout: cfg.sources.fetch_timeout,
+        max_redirects: cfg.sources.max_redirects,
+        per_host_concurrency: cfg.sources.per_host_concurrency,
+        ..FetchConfig::default()
+    })
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {

@@ -14,6 +14,7 @@ use tidings_core::ids::user_avatar;
 use tidings_core::{Filter, NotificationId, Priority, TopicName};
 use tidings_routing::directory::{Grant, TopicAccess};
 use tidings_routing::history::{self, HistoryQuery};
+use tidings_routing::source::SourceMsg;
 use tidings_routing::user::{SourceSpec, UserMsg};
 use tidings_store::{now_ms, rusqlite};
 
@@ -186,10 +187,33 @@ pub async fn get_subscription(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let subs = history::subscriptions(&state.services().store, auth.user.id).await?;
-    subs.into_iter()
+    let sub = subs
+        .into_iter()
         .find(|s| s.id == id)
-        .map(|s| Json(json!(s)))
-        .ok_or_else(|| ApiError::not_found("subscription not found"))
+        .ok_or_else(|| ApiError::not_found("subscription not found"))?;
+    let status = source_status(&state, &sub.source_id).await?;
+    let mut v = json!(sub);
+    v["status"] = json!(status);
+    Ok(Json(v))
+}
+
+/// The poll state of a feed or page source (`None` for topics).
+async fn source_status(
+    state: &AppState,
+    source_id: &str,
+) -> ApiResult<Option<tidings_sources::feed::PollStatus>> {
+    if source_id.starts_with("topic:") {
+        return Ok(None);
+    }
+    Ok(state
+        .services()
+        .sources()
+        .ask(
+            &tidings_core::ids::source_avatar(source_id),
+            |reply| SourceMsg::Status { reply },
+            state.cfg().ask_timeout,
+        )
+        .await?)
 }
 
 /// `POST /api/v1/subscriptions`: subscribe to a source (with an optional filter). Subscribing
@@ -199,7 +223,7 @@ pub async fn create_subscription(
     auth: Authed,
     body: Result<Json<NewSubscription>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let Json(body) = body?;
+    let Json(mut body) = body?;
     body.filter.validate()?;
     match &body.source {
         SourceSpec::Topic { topic } => {
@@ -216,6 +240,24 @@ pub async fn create_subscription(
                     "topic {topic:?} belongs to another user who has not granted you subscribe"
                 )));
             }
+        }
+        SourceSpec::Feed { url, backfill } => {
+            // Validates the spec (URL form, backfill) before any fetch.
+            body.source.source_id()?;
+            let url = crate::discover::feed_url(&state, url).await?;
+            body.source = SourceSpec::Feed {
+                url,
+                backfill: *backfill,
+            };
+        }
+        SourceSpec::Page { url, .. } => {
+            body.source.source_id()?;
+            state
+                .services()
+                .fetcher
+                .check_url(url)
+                .await
+                .map_err(crate::discover::refused)?;
         }
     }
     let sub = state

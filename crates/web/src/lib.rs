@@ -7,6 +7,7 @@
 //! - [`publish`]: `PUT|POST /<topic>` with ntfy's headers and `POST /api/v1/publish`.
 //! - [`api`]: history, acks, subscriptions, topics and grants, tokens.
 //! - [`admin`]: user and token administration for the CLI.
+//! - [`discover`]: what a feed subscription's URL really points at (autodiscovery).
 //! - [`stream`]: live delivery: `/api/v1/stream` (SSE), `/api/v1/ws`, `/<topic>/{json,sse,ws}`.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`, `/api/v1/openapi.json`, sign-in links.
 //!
@@ -16,6 +17,7 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod discover;
 pub mod error;
 pub mod ops;
 pub mod publish;

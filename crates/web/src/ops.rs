@@ -68,9 +68,16 @@ fn session_cookie(sid: &str, max_age: i64) -> HeaderValue {
 pub async fn signin_link(
     State(state): State<AppState>,
     Path(code): Path<String>,
+    req: Request,
 ) -> ApiResult<Response> {
     let dir = &state.services().directory;
-    state.limiter().check("signin-links")?;
+    // Per address, so guessing from one place cannot lock everyone else out.
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    state.limiter().check(&format!("signin:{peer}"))?;
     let Some((_user, sid)) = dir.redeem_signin_code(&code).await? else {
         return Err(ApiError::not_found(
             "this sign-in link is unknown, used or expired",

@@ -195,6 +195,7 @@ async fn publish(
     )?;
     let payload = serde_json::to_string(&Ingest::Publish {
         notification: n.clone(),
+        bypass_filters: false,
     })
     .map_err(|e| ApiError::internal(format!("cannot encode: {e}")))?;
     state

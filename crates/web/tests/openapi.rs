@@ -288,8 +288,9 @@ async fn build_router(dir: &std::path::Path) -> (Router, watch::Sender<bool>) {
             .await
             .expect("load directory"),
     );
-    let services = Services::start(store.clone(), directory, Default::default());
     let queue: Arc<dyn IngestQueue> = Arc::new(EmbeddedQueue::new(store.clone()));
+    let services = Services::start(store.clone(), directory, queue.clone(), Default::default())
+        .expect("services");
     let (tx, rx) = watch::channel(false);
     let state = AppState::new(services, queue, WebConfig::default(), None, rx);
     (router(state), tx)

@@ -352,6 +352,8 @@ mod tests {
         assert_eq!(*seen.lock().unwrap(), (0..=100).collect::<Vec<_>>());
         stop_tx.send(true).unwrap();
         task.await.unwrap().unwrap();
+        // Deletes are queued behind the acks; one more write waits for them (FIFO writer).
+        _s.write(|_| Ok(())).await.unwrap();
         assert_eq!(q.depth().await.unwrap(), 0);
     }
 

@@ -6,19 +6,25 @@
 //! durable) and one per subscriber (that user's agents made the delivery durable). The item
 //! leaves the queue only when all of them are answered.
 
+pub mod web;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use tidings_bus::ack::Ack;
 use tidings_bus::avatars::{Avatar, BoxError, Context};
-use tidings_core::ids::user_avatar;
+use tidings_core::ids::{source_avatar, user_avatar};
 use tidings_core::{Filter, Notification};
 use tidings_store::{now_ms, rusqlite};
 use tokio::sync::oneshot;
 
 use crate::ingest::Ingest;
 use crate::services::Services;
-use crate::user::UserMsg;
+use crate::user::{SourceSpec, UserMsg};
+use web::{Fetched, WebSource};
+
+/// The reminder that wakes a web source for its next poll.
+const POLL: &str = "poll";
 
 #[derive(Debug, Clone)]
 struct Subscriber {
@@ -33,11 +39,13 @@ pub enum SourceMsg {
         ingest: Ingest,
         ack: Ack,
     },
-    /// Adds or replaces a user's subscription (idempotent).
+    /// Adds or replaces a user's subscription (idempotent). `spec` tells a new web source
+    /// what to fetch.
     Subscribe {
         user_id: i64,
         subscription: String,
         filter: Filter,
+        spec: Option<SourceSpec>,
     },
     Unsubscribe {
         user_id: i64,
@@ -46,12 +54,22 @@ pub enum SourceMsg {
     CountSubscribers {
         reply: oneshot::Sender<usize>,
     },
+    /// The poll state of a web source (`None` for a topic).
+    Status {
+        reply: oneshot::Sender<Option<tidings_sources::feed::PollStatus>>,
+    },
+    /// A fetch task finished.
+    Fetched(Box<Fetched>),
+    /// A document pushed by a WebSub hub, already verified and parsed.
+    Pushed(Box<Fetched>),
 }
 
 pub struct SourceAvatar {
     source_id: String,
     topic: Option<String>,
     subscribers: HashMap<i64, Subscriber>,
+    /// Feeds and watched pages; `None` for topics.
+    web: Option<WebSource>,
 }
 
 impl Avatar for SourceAvatar {
@@ -91,22 +109,32 @@ impl Avatar for SourceAvatar {
                 },
             );
         }
+        let web = if source_id.starts_with("feed:") || source_id.starts_with("page:") {
+            WebSource::load(&cx.env().store, &source_id).await?
+        } else {
+            None
+        };
         Ok(SourceAvatar {
             source_id,
             topic,
             subscribers,
+            web,
         })
     }
 
     async fn handle(&mut self, msg: SourceMsg, cx: &Context<Self>) {
         match msg {
             SourceMsg::Ingest { ingest, ack } => match ingest {
-                Ingest::Publish { notification } => self.publish(notification, ack, cx).await,
+                Ingest::Publish {
+                    notification,
+                    bypass_filters,
+                } => self.publish(notification, bypass_filters, ack, cx).await,
             },
             SourceMsg::Subscribe {
                 user_id,
                 subscription,
                 filter,
+                spec,
             } => {
                 self.subscribers.insert(
                     user_id,
@@ -115,18 +143,39 @@ impl Avatar for SourceAvatar {
                         filter,
                     },
                 );
+                self.web_subscribed(spec, cx).await;
             }
             SourceMsg::Unsubscribe { user_id } => {
                 self.subscribers.remove(&user_id);
+                if self.subscribers.is_empty() && self.web.is_some() {
+                    // Nobody listens: stop polling (the state stays for a later subscriber).
+                    if let Err(e) = cx.cancel_reminder(POLL).await {
+                        tracing::warn!(source = %self.source_id, error = %e, "poll reminder not cancelled");
+                    }
+                }
             }
             SourceMsg::CountSubscribers { reply } => {
                 let _ = reply.send(self.subscribers.len());
             }
+            SourceMsg::Status { reply } => {
+                let _ = reply.send(self.web.as_ref().map(|w| w.state.status()));
+            }
+            SourceMsg::Fetched(f) => {
+                if let Some(w) = &mut self.web {
+                    w.fetching = false;
+                }
+                self.web_fetched(*f, cx).await;
+            }
+            SourceMsg::Pushed(f) => self.web_fetched(*f, cx).await,
         }
     }
 
-    async fn on_reminder(&mut self, name: String, _payload: String, _cx: &Context<Self>) {
-        tracing::debug!(source = %self.source_id, %name, "source reminder with no use yet");
+    async fn on_reminder(&mut self, name: String, _payload: String, cx: &Context<Self>) {
+        if name == POLL {
+            self.start_poll(cx);
+        } else {
+            tracing::debug!(source = %self.source_id, %name, "unknown source reminder");
+        }
     }
 
     async fn passivate(&mut self, _cx: &Context<Self>) {
@@ -135,13 +184,116 @@ impl Avatar for SourceAvatar {
 }
 
 impl SourceAvatar {
-    async fn publish(&mut self, n: Notification, ack: Ack, cx: &Context<Self>) {
+    /// A subscriber arrived: a web source that is not polling starts now.
+    async fn web_subscribed(&mut self, spec: Option<SourceSpec>, cx: &Context<Self>) {
+        if self.web.is_none() {
+            self.web = spec.as_ref().and_then(WebSource::from_spec);
+        }
+        let backfill = match &spec {
+            Some(SourceSpec::Feed { backfill, .. } | SourceSpec::Page { backfill, .. }) => *backfill as usize,
+            _ => 0,
+        };
+        let Some(w) = &mut self.web else { return };
+        w.backfill = w.backfill.max(backfill);
+        if w.state.gone {
+            return;
+        }
+        let due = w.state.next_poll.filter(|_| w.state.baselined);
+        let at = due.unwrap_or_else(now_ms).min(now_ms() + 1000 * 3600 * 24);
+        if let Err(e) = cx.set_reminder(POLL, at, String::new()).await {
+            tracing::warn!(source = %self.source_id, error = %e, "poll reminder not set");
+        }
+    }
+
+    /// Starts a fetch in a task of its own; its result comes back as `Fetched`.
+    fn start_poll(&mut self, cx: &Context<Self>) {
+        let Some(w) = &mut self.web else { return };
+        if w.fetching || w.state.gone || self.subscribers.is_empty() {
+            return;
+        }
+        w.fetching = true;
+        let env = cx.env().clone();
+        let runtime = cx.runtime();
+        let id = cx.id().to_owned();
+        let (kind, req) = (w.kind.clone(), w.request());
+        tokio::spawn(async move {
+            let fetched = web::fetch_and_parse(&env.fetcher, kind, req).await;
+            if let Err(e) = runtime.tell(&id, SourceMsg::Fetched(Box::new(fetched))).await {
+                tracing::debug!(source = %id, error = %e, "fetch result not delivered");
+            }
+        });
+    }
+
+    /// Applies a fetch (or push) result: new items and notices go to the durable queue as
+    /// publishes to this avatar, then the poll state is saved and the next poll scheduled.
+    async fn web_fetched(&mut self, f: Fetched, cx: &Context<Self>) {
+        let Some(w) = &mut self.web else { return };
+        let env = cx.env();
+        let now = now_ms();
+        let jitter: f64 = rand::random();
+        let mut notices = Vec::new();
+        if let Some(url) = f.moved_to {
+            let t = w.state.on_outcome(
+                tidings_sources::feed::Outcome::Moved { url },
+                now,
+                &env.schedule,
+                0,
+                jitter,
+            );
+            notices.extend(t.notice);
+        }
+        let ids: Vec<String> = match &f.outcome {
+            tidings_sources::feed::Outcome::Fetched { item_ids, .. } => item_ids.clone(),
+            _ => Vec::new(),
+        };
+        let t = w.state.on_outcome(f.outcome, now, &env.schedule, w.backfill, jitter);
+        notices.extend(t.notice);
+        let mut outgoing = Vec::new();
+        for i in &t.new_items {
+            if let Some(d) = f.drafts.get(*i) {
+                debug_assert_eq!(ids.get(*i), Some(&d.key));
+                outgoing.push((web::item_notification(&self.source_id, d, now), false));
+            }
+        }
+        for n in &notices {
+            outgoing.push((web::notice_notification(&self.source_id, &w.state, n, now), true));
+        }
+        // Durable first, then the state that says they were seen.
+        let target = source_avatar(&self.source_id);
+        for (n, bypass_filters) in outgoing {
+            let payload = match serde_json::to_string(&Ingest::Publish {
+                notification: n,
+                bypass_filters,
+            }) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode item");
+                    continue;
+                }
+            };
+            if let Err(e) = env.queue().append(target.clone(), payload).await {
+                // Not saving the state means the item is found again at the next poll.
+                tracing::error!(source = %self.source_id, error = %e, "new item not queued");
+                return;
+            }
+        }
+        w.save(&env.store, &self.source_id).await;
+        let r = match t.next_poll {
+            Some(at) if !self.subscribers.is_empty() => cx.set_reminder(POLL, at, String::new()).await,
+            _ => cx.cancel_reminder(POLL).await,
+        };
+        if let Err(e) = r {
+            tracing::warn!(source = %self.source_id, error = %e, "next poll not scheduled");
+        }
+    }
+
+    async fn publish(&mut self, n: Notification, bypass_filters: bool, ack: Ack, cx: &Context<Self>) {
         let env = cx.env();
         let n = Arc::new(n);
         let recipients: Vec<(i64, String)> = self
             .subscribers
             .iter()
-            .filter(|(_, s)| s.filter.matches(&n))
+            .filter(|(_, s)| bypass_filters || s.filter.matches(&n))
             .map(|(u, s)| (*u, s.subscription.clone()))
             .collect();
 

@@ -1,0 +1,449 @@
+//! Web sources inside the source avatar: feeds (`feed:<hash>`) and watched pages
+//! (`page:<hash>`). The avatar owns the poll state ([`FeedState`]); a durable reminder
+//! named `poll` wakes it when the next poll is due; the fetch and the parse run in a task of
+//! their own (the avatar keeps answering meanwhile) that tells the avatar the result.
+//!
+//! New items are not delivered from here: they are appended to the durable ingest queue as
+//! ordinary publishes addressed to this same avatar, with ids derived from the item's
+//! identity. From there they follow the path every notification takes (notification row,
+//! filters, one delivery per matching subscriber, acks), and a crash between the append and
+//! the saving of the poll state only means the items are found again and deduplicated by id.
+
+use serde::{Deserialize, Serialize};
+use tidings_core::{Notification, NotificationId, Priority};
+use tidings_sources::feed::{CacheHints, FeedState, Notice, Outcome};
+use tidings_sources::fetch::{FetchError, FetchRequest, FetchResponse, Fetcher};
+use tidings_store::{Store, now_ms, rusqlite};
+
+use crate::user::SourceSpec;
+
+/// Longest message text taken from an item.
+const MAX_MESSAGE_CHARS: usize = 4000;
+const MAX_TITLE_CHARS: usize = 300;
+
+/// What kind of web source, with what it needs to fetch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WebKind {
+    Feed,
+    Page { selector: String },
+}
+
+/// What is stored in `avatar_state` for a web source.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    kind: WebKind,
+    state: FeedState,
+}
+
+/// An item ready to become a notification.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub key: String,
+    pub title: Option<String>,
+    pub message: String,
+    pub link: Option<String>,
+    pub author: Option<String>,
+    pub tags: Vec<String>,
+}
+
+/// What a fetch task reports back to the avatar.
+#[derive(Debug)]
+pub struct Fetched {
+    pub outcome: Outcome,
+    /// Drafts in document order, matching the outcome's `item_ids`.
+    pub drafts: Vec<Draft>,
+    /// Set when a permanent redirect (301/308) moved the source.
+    pub moved_to: Option<String>,
+}
+
+pub struct WebSource {
+    pub kind: WebKind,
+    pub state: FeedState,
+    pub fetching: bool,
+    /// Newest items to notify at the baseline, the largest any subscriber asked for.
+    pub backfill: usize,
+}
+
+impl WebSource {
+    pub fn from_spec(spec: &SourceSpec) -> Option<WebSource> {
+        let (kind, url, backfill) = match spec {
+            SourceSpec::Topic { .. } => return None,
+            SourceSpec::Feed { url, backfill } => (WebKind::Feed, url, *backfill),
+            SourceSpec::Page {
+                url,
+                selector,
+                backfill,
+            } => (
+                WebKind::Page {
+                    selector: selector.clone(),
+                },
+                url,
+                *backfill,
+            ),
+        };
+        Some(WebSource {
+            kind,
+            state: FeedState::new(url.clone()),
+            fetching: false,
+            backfill: backfill as usize,
+        })
+    }
+
+    /// Loads a source's stored state, or rebuilds it from a subscription that names it.
+    pub async fn load(store: &Store, source_id: &str) -> tidings_store::Result<Option<WebSource>> {
+        let id = source_id.to_owned();
+        let (stored, spec): (Option<String>, Option<String>) = store
+            .read(move |c| {
+                let stored = c
+                    .query_row(
+                        "SELECT state FROM avatar_state WHERE avatar_id = ?1",
+                        [format!("source:{id}")],
+                        |r| r.get(0),
+                    )
+                    .map(Some)
+                    .or_else(none_if_missing)?;
+                let spec = c
+                    .query_row(
+                        "SELECT source FROM subscriptions WHERE source_id = ?1 LIMIT 1",
+                        [&id],
+                        |r| r.get(0),
+                    )
+                    .map(Some)
+                    .or_else(none_if_missing)?;
+                Ok((stored, spec))
+            })
+            .await?;
+        if let Some(s) = stored.and_then(|s| serde_json::from_str::<Stored>(&s).ok()) {
+            let mut state = s.state;
+            state.restore();
+            return Ok(Some(WebSource {
+                kind: s.kind,
+                state,
+                fetching: false,
+                backfill: 0,
+            }));
+        }
+        Ok(spec
+            .and_then(|s| serde_json::from_str::<SourceSpec>(&s).ok())
+            .and_then(|s| WebSource::from_spec(&s)))
+    }
+
+    /// Writes the state behind (no waiting): a lost write only means items are found again
+    /// and deduplicated by id.
+    pub async fn save(&self, store: &Store, source_id: &str) {
+        let stored = Stored {
+            kind: self.kind.clone(),
+            state: self.state.clone(),
+        };
+        let Ok(json) = serde_json::to_string(&stored) else {
+            return;
+        };
+        let id = format!("source:{source_id}");
+        let r = store
+            .submit(
+                move |c| {
+                    c.prepare_cached(
+                        "INSERT INTO avatar_state(avatar_id, state, updated_at) VALUES (?1, ?2, ?3)
+                         ON CONFLICT(avatar_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                    )?
+                    .execute(rusqlite::params![id, json, now_ms()])
+                },
+                |r| {
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "poll state not saved");
+                    }
+                },
+            )
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "poll state not queued for saving");
+        }
+    }
+
+    pub fn request(&self) -> FetchRequest {
+        FetchRequest {
+            url: self.state.url.clone(),
+            etag: self.state.etag.clone(),
+            last_modified: self.state.last_modified.clone(),
+            accept: match self.kind {
+                WebKind::Feed => {
+                    "application/atom+xml, application/rss+xml, application/feed+json, application/json;q=0.9, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5"
+                }
+                WebKind::Page { .. } => "text/html, application/xhtml+xml;q=0.9, */*;q=0.5",
+            },
+        }
+    }
+}
+
+fn none_if_missing<T>(e: rusqlite::Error) -> rusqlite::Result<Option<T>> {
+    match e {
+        rusqlite::Error::QueryReturnedNoRows => Ok(None),
+        e => Err(e),
+    }
+}
+
+/// Fetches and parses one document. Runs in its own task; parsing runs on the blocking pool.
+pub async fn fetch_and_parse(fetcher: &Fetcher, kind: WebKind, req: FetchRequest) -> Fetched {
+    let resp = match fetcher.fetch(req).await {
+        Ok(r) => r,
+        Err(e) => return failed(None, fetch_error_text(&e), None),
+    };
+    let moved_to = resp
+        .redirects
+        .iter()
+        .any(|(s, _)| *s == 301 || *s == 308)
+        .then(|| resp.final_url.clone());
+    let hints = CacheHints {
+        ttl_minutes: None,
+        max_age: resp.cache_control_max_age,
+        expires: resp.expires.and_then(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs() as i64)
+        }),
+    };
+    if resp.not_modified {
+        return Fetched {
+            outcome: Outcome::NotModified { hints },
+            drafts: Vec::new(),
+            moved_to,
+        };
+    }
+    match resp.status {
+        410 => {
+            return Fetched {
+                outcome: Outcome::Gone,
+                drafts: Vec::new(),
+                moved_to: None,
+            };
+        }
+        200..=299 => {}
+        s => {
+            let reason = reqwest::StatusCode::from_u16(s)
+                .ok()
+                .and_then(|c| c.canonical_reason())
+                .unwrap_or("unexpected status")
+                .to_owned();
+            return failed(Some(s), reason, resp.retry_after);
+        }
+    }
+    let parsed = tokio::task::spawn_blocking(move || parse(kind, resp, hints)).await;
+    match parsed {
+        Ok(mut f) => {
+            f.moved_to = moved_to;
+            f
+        }
+        Err(e) => failed(None, format!("parser failed: {e}"), None),
+    }
+}
+
+fn failed(status: Option<u16>, reason: String, retry_after: Option<std::time::Duration>) -> Fetched {
+    Fetched {
+        outcome: Outcome::Failed {
+            status,
+            reason,
+            retry_after,
+        },
+        drafts: Vec::new(),
+        moved_to: None,
+    }
+}
+
+/// The text subscribers see for a fetch error.
+pub fn fetch_error_text(e: &FetchError) -> String {
+    e.to_string()
+}
+
+fn parse(kind: WebKind, resp: FetchResponse, mut hints: CacheHints) -> Fetched {
+    match kind {
+        WebKind::Feed => {
+            let parsed = tidings_feed::parse(tidings_feed::FeedInput {
+                body: &resp.body,
+                content_type: resp.content_type.as_deref(),
+                url: Some(&resp.final_url),
+                content_location: resp.content_location.as_deref(),
+                content_language: None,
+            });
+            if parsed.items.is_empty() && matches!(parsed.format, tidings_feed::Format::Unknown) {
+                let why = parsed.warnings.first().cloned().unwrap_or_default();
+                return failed(
+                    None,
+                    format!("the document is not a feed this parser understands {why}").trim().to_owned(),
+                    None,
+                );
+            }
+            hints.ttl_minutes = parsed.feed.ttl;
+            let feed_title = parsed.feed.title.as_deref().map(tidings_feed::to_plain_text);
+            let mut ids = Vec::with_capacity(parsed.items.len());
+            let mut drafts = Vec::with_capacity(parsed.items.len());
+            for item in &parsed.items {
+                ids.push(item.id.clone());
+                let title = item
+                    .title
+                    .as_deref()
+                    .map(tidings_feed::to_plain_text)
+                    .filter(|t| !t.is_empty())
+                    .map(|t| truncate(&t, MAX_TITLE_CHARS));
+                let body = item
+                    .summary
+                    .as_deref()
+                    .or(item.content.as_deref())
+                    .map(tidings_feed::to_plain_text)
+                    .unwrap_or_default();
+                let link = item.link.clone().filter(|l| is_http(l));
+                let message = if body.is_empty() {
+                    title.clone().or_else(|| link.clone()).unwrap_or_else(|| "(new item)".into())
+                } else {
+                    truncate(&body, MAX_MESSAGE_CHARS)
+                };
+                drafts.push(Draft {
+                    key: item.id.clone(),
+                    title,
+                    message,
+                    link,
+                    author: item
+                        .author
+                        .clone()
+                        .filter(|a| !a.trim().is_empty())
+                        .or_else(|| feed_title.clone()),
+                    tags: item
+                        .categories
+                        .iter()
+                        .map(|c| c.replace(',', " ").trim().chars().take(64).collect::<String>())
+                        .filter(|c| !c.is_empty())
+                        .take(5)
+                        .collect(),
+                });
+            }
+            Fetched {
+                outcome: Outcome::Fetched {
+                    item_ids: ids,
+                    etag: resp.etag.clone(),
+                    last_modified: resp.last_modified.clone(),
+                    hints,
+                    title: feed_title,
+                    warnings: parsed.warnings.clone(),
+                },
+                drafts,
+                moved_to: None,
+            }
+        }
+        WebKind::Page { selector } => {
+            let items = match tidings_sources::page::extract(
+                &resp.body,
+                resp.content_type.as_deref(),
+                &resp.final_url,
+                &selector,
+            ) {
+                Ok(items) => items,
+                Err(e) => return failed(None, e.to_string(), None),
+            };
+            let ids = items.iter().map(|i| i.id.clone()).collect();
+            let drafts = items
+                .into_iter()
+                .map(|i| {
+                    let first_line = i.text.lines().next().unwrap_or("").to_owned();
+                    Draft {
+                        key: i.id,
+                        title: Some(truncate(&first_line, 120)).filter(|t| !t.is_empty()),
+                        message: truncate(&i.text, MAX_MESSAGE_CHARS),
+                        link: i.link,
+                        author: None,
+                        tags: Vec::new(),
+                    }
+                })
+                .collect();
+            Fetched {
+                outcome: Outcome::Fetched {
+                    item_ids: ids,
+                    etag: resp.etag.clone(),
+                    last_modified: resp.last_modified.clone(),
+                    hints,
+                    title: None,
+                    warnings: Vec::new(),
+                },
+                drafts,
+                moved_to: None,
+            }
+        }
+    }
+}
+
+fn is_http(u: &str) -> bool {
+    let l = u.to_ascii_lowercase();
+    l.starts_with("http://") || l.starts_with("https://")
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+    t.push('…');
+    t
+}
+
+/// The notification of a new item.
+pub fn item_notification(source_id: &str, d: &Draft, now: i64) -> Notification {
+    Notification {
+        id: NotificationId::derived(source_id, &d.key),
+        time: now / 1000,
+        event: "message".into(),
+        source: source_id.to_owned(),
+        topic: None,
+        title: d.title.clone(),
+        message: d.message.clone(),
+        priority: Priority::Default,
+        tags: d.tags.clone(),
+        click: d.link.clone(),
+        actions: Vec::new(),
+        author: d.author.clone(),
+    }
+}
+
+/// The notification telling subscribers about the source itself (failing, back, gone, moved).
+pub fn notice_notification(source_id: &str, state: &FeedState, notice: &Notice, now: i64) -> Notification {
+    let name = state.title.clone().unwrap_or_else(|| state.url.clone());
+    let (title, message, priority, tag) = match notice {
+        Notice::Failing { reason } => (
+            format!("Source failing: {name}"),
+            format!("{} could not be fetched: {reason}. tidings keeps trying and will tell you when it works again.", state.url),
+            Priority::High,
+            "warning",
+        ),
+        Notice::Recovered => (
+            format!("Source working again: {name}"),
+            format!("{} can be fetched again.", state.url),
+            Priority::Default,
+            "ok",
+        ),
+        Notice::Gone => (
+            format!("Source gone: {name}"),
+            format!("{} answered 410 Gone: it no longer exists, so tidings stopped watching it.", state.url),
+            Priority::High,
+            "warning",
+        ),
+        Notice::Moved { url } => (
+            format!("Source moved: {name}"),
+            format!("The source moved permanently to {url}; tidings follows it."),
+            Priority::Low,
+            "info",
+        ),
+    };
+    Notification {
+        id: NotificationId::new(now),
+        time: now / 1000,
+        event: "message".into(),
+        source: source_id.to_owned(),
+        topic: None,
+        title: Some(title),
+        message,
+        priority,
+        tags: vec![tag.to_owned()],
+        click: None,
+        actions: Vec::new(),
+        author: Some("tidings".into()),
+    }
+}
