@@ -89,6 +89,7 @@ pub const RESERVED_TOPICS: &[&str] = &[
     "raw",
     "auth",
     "favicon.ico",
+    "websub",
 ];
 
 /// A validated topic name (ntfy's rule: 1-64 of `[-_A-Za-z0-9]`).

@@ -23,7 +23,7 @@ pub mod source;
 pub mod user;
 
 pub use directory::Directory;
-pub use services::{Services, ServicesConfig};
+pub use services::{Services, ServicesConfig, WebSubConfig};
 
 /// Errors of routing.
 #[derive(Debug, thiserror::Error)]

@@ -23,6 +23,19 @@ pub struct ServicesConfig {
     pub sources: RuntimeConfig,
     pub fetch: FetchConfig,
     pub schedule: SchedulePolicy,
+    /// WebSub subscriptions; `None` when this server cannot be called back (no public URL).
+    pub websub: Option<WebSubConfig>,
+}
+
+/// How sources subscribe at WebSub hubs.
+#[derive(Debug, Clone)]
+pub struct WebSubConfig {
+    /// The public base URL hubs call back (`<base>/websub/<source id>`).
+    pub callback_base: String,
+    /// Lease asked of hubs.
+    pub lease: std::time::Duration,
+    /// Accept `X-Hub-Signature: sha1=...` from hubs that cannot do better.
+    pub allow_sha1: bool,
 }
 
 pub struct Services {
@@ -32,6 +45,7 @@ pub struct Services {
     /// The HTTP client of feeds and pages (SSRF-safe).
     pub fetcher: Fetcher,
     pub schedule: SchedulePolicy,
+    pub websub: Option<WebSubConfig>,
     queue: Arc<dyn IngestQueue>,
     users: OnceLock<Runtime<UserAvatar>>,
     sources: OnceLock<Runtime<SourceAvatar>>,
@@ -53,6 +67,7 @@ impl Services {
             live,
             fetcher: Fetcher::new(cfg.fetch)?,
             schedule: cfg.schedule,
+            websub: cfg.websub,
             queue,
             users: OnceLock::new(),
             sources: OnceLock::new(),

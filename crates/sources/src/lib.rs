@@ -14,6 +14,7 @@
 pub mod feed;
 pub mod fetch;
 pub mod page;
+pub mod websub;
 
 pub use fetch::{FetchConfig, FetchError, FetchRequest, FetchResponse, Fetcher};
 pub use page::{PageError, PageItem};

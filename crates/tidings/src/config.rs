@@ -174,6 +174,13 @@ pub struct SourcesConfig {
     pub per_host_concurrency: usize,
     /// Item ids remembered per source to recognise what was already notified.
     pub memory: usize,
+    /// Subscribe at WebSub hubs that feeds advertise (needs `base_url`: hubs call back).
+    pub websub: bool,
+    /// Lease asked of WebSub hubs; renewed before it ends.
+    #[serde(with = "crate::duration::serde")]
+    pub websub_lease: Duration,
+    /// Accept `X-Hub-Signature: sha1=...` (weak) from hubs that offer nothing better.
+    pub websub_allow_sha1: bool,
 }
 
 impl Default for SourcesConfig {
@@ -192,6 +199,9 @@ impl Default for SourcesConfig {
             max_redirects: 5,
             per_host_concurrency: 2,
             memory: 5000,
+            websub: true,
+            websub_lease: Duration::from_secs(10 * 86400),
+            websub_allow_sha1: false,
         }
     }
 }
@@ -536,6 +546,13 @@ impl Config {
         range("sources.max_redirects", src.max_redirects, 0, 20)?;
         range("sources.per_host_concurrency", src.per_host_concurrency, 1, 256)?;
         range("sources.memory", src.memory, 10, 1_000_000)?;
+        if src.websub_lease < Duration::from_secs(60) {
+            return Err(invalid(
+                "sources.websub_lease",
+                crate::duration::format(src.websub_lease),
+                "must be at least 1m",
+            ));
+        }
 
         let queue = &self.queue;
         range("queue.max_attempts", queue.max_attempts, 1, 1000)?;

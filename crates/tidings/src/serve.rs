@@ -18,7 +18,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tidings_bus::avatars::RuntimeConfig;
 use tidings_bus::queue::{DispatcherConfig, EmbeddedQueue, IngestQueue};
-use tidings_routing::{Directory, Services, ServicesConfig};
+use tidings_routing::{Directory, Services, ServicesConfig, WebSubConfig};
 use tidings_sources::feed::SchedulePolicy;
 use tidings_sources::fetch::FetchConfig;
 use tidings_store::{Store, StoreOptions};
@@ -91,6 +91,12 @@ pub async fn run(
                 memory: cfg.sources.memory,
                 ..SchedulePolicy::default()
             },
+            // Hubs must be able to call us back: only with an explicitly configured URL.
+            websub: (cfg.sources.websub && !cfg.base_url.is_empty()).then(|| WebSubConfig {
+                callback_base: cfg.base_url.trim_end_matches('/').to_owned(),
+                lease: cfg.sources.websub_lease,
+                allow_sha1: cfg.sources.websub_allow_sha1,
+            }),
         },
     )
     .context("cannot set up the fetcher for feeds and pages")?;
@@ -115,6 +121,7 @@ pub async fn run(
         rate_limit_burst: cfg.http.rate_limit_burst,
         metrics_public: cfg.http.metrics_public,
         base_url: base_url.clone(),
+        max_push_bytes: cfg.sources.max_body_bytes,
         ..WebConfig::default()
     };
     let state = AppState::new(

@@ -10,6 +10,7 @@
 //! - [`discover`]: what a feed subscription's URL really points at (autodiscovery).
 //! - [`stream`]: live delivery: `/api/v1/stream` (SSE), `/api/v1/ws`, `/<topic>/{json,sse,ws}`.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`, `/api/v1/openapi.json`, sign-in links.
+//! - [`websub`]: callbacks of WebSub hubs (verification of intent, pushed content).
 //!
 //! An edge only accepts and answers: a publish is acknowledged once it is durable in the
 //! ingest queue, and everything after that happens in the avatars.
@@ -22,6 +23,7 @@ pub mod error;
 pub mod ops;
 pub mod publish;
 pub mod stream;
+pub mod websub;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -53,6 +55,8 @@ pub struct WebConfig {
     pub ask_timeout: Duration,
     /// Interval of keepalive events on open streams.
     pub keepalive: Duration,
+    /// Body limit of a WebSub push (a whole feed document).
+    pub max_push_bytes: usize,
 }
 
 impl Default for WebConfig {
@@ -66,6 +70,7 @@ impl Default for WebConfig {
             base_url: "http://127.0.0.1:8080".into(),
             ask_timeout: Duration::from_secs(10),
             keepalive: Duration::from_secs(25),
+            max_push_bytes: 10 * 1024 * 1024,
         }
     }
 }
@@ -164,6 +169,13 @@ pub fn router(state: AppState) -> Router {
         // JSON publishes carry the message plus a little structure around it.
         .layer(DefaultBodyLimit::max(message_limit + 16 * 1024));
 
+    let websub_routes = Router::new()
+        .route(
+            "/websub/{source}",
+            get(websub::verify).post(websub::push),
+        )
+        .layer(DefaultBodyLimit::max(state.cfg().max_push_bytes));
+
     let api_routes = Router::new()
         .route("/", get(ops::landing))
         .route("/healthz", get(ops::healthz))
@@ -218,6 +230,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(request_limit));
 
     publish_routes
+        .merge(websub_routes)
         .merge(api_routes)
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

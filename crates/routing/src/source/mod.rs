@@ -25,6 +25,8 @@ use web::{Fetched, WebSource};
 
 /// The reminder that wakes a web source for its next poll.
 const POLL: &str = "poll";
+/// The reminder that renews a WebSub lease.
+const WEBSUB_RENEW: &str = "websub-renew";
 
 #[derive(Debug, Clone)]
 struct Subscriber {
@@ -60,8 +62,24 @@ pub enum SourceMsg {
     },
     /// A fetch task finished.
     Fetched(Box<Fetched>),
-    /// A document pushed by a WebSub hub, already verified and parsed.
-    Pushed(Box<Fetched>),
+    /// A hub verifies our intent (`GET /websub/<id>?hub.mode=...`): answer whether to echo
+    /// the challenge.
+    WebSubVerify {
+        mode: String,
+        topic: String,
+        lease_seconds: Option<u64>,
+        reply: oneshot::Sender<bool>,
+    },
+    /// A hub pushes content (`POST /websub/<id>`). Answered once new items are durable, or
+    /// with why the push was refused.
+    WebSubPush {
+        body: Vec<u8>,
+        signature: Option<String>,
+        content_type: Option<String>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// The subscription request to a hub failed.
+    WebSubFailed { hub: String, reason: String },
 }
 
 pub struct SourceAvatar {
@@ -166,13 +184,49 @@ impl Avatar for SourceAvatar {
                 }
                 self.web_fetched(*f, cx).await;
             }
-            SourceMsg::Pushed(f) => self.web_fetched(*f, cx).await,
+            SourceMsg::WebSubVerify {
+                mode,
+                topic,
+                lease_seconds,
+                reply,
+            } => {
+                let ok = self.websub_verify(&mode, &topic, lease_seconds, cx).await;
+                let _ = reply.send(ok);
+            }
+            SourceMsg::WebSubPush {
+                body,
+                signature,
+                content_type,
+                reply,
+            } => {
+                let r = self.websub_push(body, signature, content_type, cx).await;
+                let _ = reply.send(r);
+            }
+            SourceMsg::WebSubFailed { hub, reason } => {
+                if let Some(w) = &mut self.web {
+                    if w.websub.as_ref().is_some_and(|s| s.hub == hub) {
+                        tracing::warn!(source = %self.source_id, %hub, %reason, "WebSub subscription failed; polling only");
+                        w.websub = None;
+                        w.state.websub_until = None;
+                        w.state.warnings.push(format!("WebSub hub {hub} refused the subscription: {reason}"));
+                        w.save(&cx.env().store, &self.source_id).await;
+                    }
+                }
+            }
         }
     }
 
     async fn on_reminder(&mut self, name: String, _payload: String, cx: &Context<Self>) {
         if name == POLL {
             self.start_poll(cx);
+        } else if name == WEBSUB_RENEW {
+            if let Some(w) = &mut self.web {
+                if let Some(sub) = w.websub.take() {
+                    let hub = sub.hub.clone();
+                    let topic = sub.topic.clone();
+                    self.websub_subscribe(hub, topic, cx).await;
+                }
+            }
         } else {
             tracing::debug!(source = %self.source_id, %name, "unknown source reminder");
         }
@@ -277,6 +331,14 @@ impl SourceAvatar {
                 return;
             }
         }
+        // A hub advertised and none subscribed (or a different one): subscribe.
+        let want_hub = f.hubs.first().cloned().filter(|_| env.websub.is_some());
+        let topic = f.self_url.clone().unwrap_or_else(|| w.state.url.clone());
+        let resubscribe = match (&want_hub, &w.websub) {
+            (Some(h), Some(s)) => s.hub != *h,
+            (Some(_), None) => true,
+            _ => false,
+        };
         w.save(&env.store, &self.source_id).await;
         let r = match t.next_poll {
             Some(at) if !self.subscribers.is_empty() => cx.set_reminder(POLL, at, String::new()).await,
@@ -285,6 +347,94 @@ impl SourceAvatar {
         if let Err(e) = r {
             tracing::warn!(source = %self.source_id, error = %e, "next poll not scheduled");
         }
+        if resubscribe {
+            if let Some(hub) = want_hub {
+                self.websub_subscribe(hub, topic, cx).await;
+            }
+        }
+    }
+
+    /// Asks a hub for a subscription; the hub then verifies intent (`WebSubVerify`).
+    async fn websub_subscribe(&mut self, hub: String, topic: String, cx: &Context<Self>) {
+        let env = cx.env();
+        let (Some(w), Some(cfg)) = (&mut self.web, env.websub.clone()) else {
+            return;
+        };
+        let sub = tidings_sources::websub::Subscription::new(hub.clone(), topic, now_ms());
+        let callback = format!(
+            "{}/websub/{}",
+            cfg.callback_base.trim_end_matches('/'),
+            self.source_id
+        );
+        let form = sub.request_form(&callback, cfg.lease);
+        w.websub = Some(sub);
+        w.save(&env.store, &self.source_id).await;
+        let fetcher = env.fetcher.clone();
+        let runtime = cx.runtime();
+        let id = cx.id().to_owned();
+        tokio::spawn(async move {
+            let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let failure = match fetcher.post_form(&hub, &pairs).await {
+                Ok((status, _)) if (200..300).contains(&status) => None,
+                Ok((status, body)) => Some(format!("HTTP {status}: {body}")),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(reason) = failure {
+                let _ = runtime.tell(&id, SourceMsg::WebSubFailed { hub, reason }).await;
+            }
+        });
+    }
+
+    async fn websub_verify(
+        &mut self,
+        mode: &str,
+        topic: &str,
+        lease_seconds: Option<u64>,
+        cx: &Context<Self>,
+    ) -> bool {
+        let Some(w) = &mut self.web else { return false };
+        let Some(sub) = &mut w.websub else { return false };
+        if !sub.verify_intent(mode, topic, lease_seconds, now_ms()) {
+            return false;
+        }
+        w.state.websub_until = sub.lease_until;
+        let renew = sub.renew_at();
+        w.save(&cx.env().store, &self.source_id).await;
+        if let Some(at) = renew {
+            if let Err(e) = cx.set_reminder(WEBSUB_RENEW, at, String::new()).await {
+                tracing::warn!(source = %self.source_id, error = %e, "WebSub renewal not scheduled");
+            }
+        }
+        tracing::info!(source = %self.source_id, "WebSub subscription verified");
+        true
+    }
+
+    async fn websub_push(
+        &mut self,
+        body: Vec<u8>,
+        signature: Option<String>,
+        content_type: Option<String>,
+        cx: &Context<Self>,
+    ) -> Result<(), String> {
+        let allow_sha1 = cx.env().websub.as_ref().is_some_and(|c| c.allow_sha1);
+        let Some(w) = &self.web else {
+            return Err("no such subscription".into());
+        };
+        let Some(sub) = &w.websub else {
+            return Err("no such subscription".into());
+        };
+        tidings_sources::websub::verify_signature(&sub.secret, signature.as_deref(), &body, allow_sha1)
+            .map_err(|e| e.to_string())?;
+        let (kind, url) = (w.kind.clone(), w.state.url.clone());
+        let (etag, last_modified) = (w.state.etag.clone(), w.state.last_modified.clone());
+        let fetched = tokio::task::spawn_blocking(move || {
+            web::parse_pushed(kind, &url, body, content_type, etag, last_modified)
+        })
+        .await
+        .map_err(|e| format!("parser failed: {e}"))?;
+        metrics::counter!("tidings_websub_pushes_total").increment(1);
+        self.web_fetched(fetched, cx).await;
+        Ok(())
     }
 
     async fn publish(&mut self, n: Notification, bypass_filters: bool, ack: Ack, cx: &Context<Self>) {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tidings_core::{Notification, NotificationId, Priority};
 use tidings_sources::feed::{CacheHints, FeedState, Notice, Outcome};
 use tidings_sources::fetch::{FetchError, FetchRequest, FetchResponse, Fetcher};
+use tidings_sources::websub;
 use tidings_store::{Store, now_ms, rusqlite};
 
 use crate::user::SourceSpec;
@@ -35,6 +36,8 @@ struct Stored {
     #[serde(flatten)]
     kind: WebKind,
     state: FeedState,
+    #[serde(default)]
+    websub: Option<websub::Subscription>,
 }
 
 /// An item ready to become a notification.
@@ -56,6 +59,10 @@ pub struct Fetched {
     pub drafts: Vec<Draft>,
     /// Set when a permanent redirect (301/308) moved the source.
     pub moved_to: Option<String>,
+    /// WebSub hubs the document or its Link headers advertise.
+    pub hubs: Vec<String>,
+    /// The topic URL to subscribe with (`rel="self"`).
+    pub self_url: Option<String>,
 }
 
 pub struct WebSource {
@@ -64,6 +71,8 @@ pub struct WebSource {
     pub fetching: bool,
     /// Newest items to notify at the baseline, the largest any subscriber asked for.
     pub backfill: usize,
+    /// The WebSub subscription, when the feed has a hub and this server can be called back.
+    pub websub: Option<websub::Subscription>,
 }
 
 impl WebSource {
@@ -88,6 +97,7 @@ impl WebSource {
             state: FeedState::new(url.clone()),
             fetching: false,
             backfill: backfill as usize,
+            websub: None,
         })
     }
 
@@ -123,6 +133,7 @@ impl WebSource {
                 state,
                 fetching: false,
                 backfill: 0,
+                websub: s.websub,
             }));
         }
         Ok(spec
@@ -136,6 +147,7 @@ impl WebSource {
         let stored = Stored {
             kind: self.kind.clone(),
             state: self.state.clone(),
+            websub: self.websub.clone(),
         };
         let Ok(json) = serde_json::to_string(&stored) else {
             return;
@@ -209,6 +221,8 @@ pub async fn fetch_and_parse(fetcher: &Fetcher, kind: WebKind, req: FetchRequest
             outcome: Outcome::NotModified { hints },
             drafts: Vec::new(),
             moved_to,
+            hubs: Vec::new(),
+            self_url: None,
         };
     }
     match resp.status {
@@ -217,6 +231,8 @@ pub async fn fetch_and_parse(fetcher: &Fetcher, kind: WebKind, req: FetchRequest
                 outcome: Outcome::Gone,
                 drafts: Vec::new(),
                 moved_to: None,
+                hubs: Vec::new(),
+                self_url: None,
             };
         }
         200..=299 => {}
@@ -229,10 +245,19 @@ pub async fn fetch_and_parse(fetcher: &Fetcher, kind: WebKind, req: FetchRequest
             return failed(Some(s), reason, resp.retry_after);
         }
     }
+    let link_hubs = resp.link_hub.clone();
+    let link_self = resp.link_self.clone();
     let parsed = tokio::task::spawn_blocking(move || parse(kind, resp, hints)).await;
     match parsed {
         Ok(mut f) => {
             f.moved_to = moved_to;
+            // HTTP Link headers take precedence over links in the document (WebSub §4).
+            if !link_hubs.is_empty() {
+                f.hubs = link_hubs;
+            }
+            if link_self.is_some() {
+                f.self_url = link_self;
+            }
             f
         }
         Err(e) => failed(None, format!("parser failed: {e}"), None),
@@ -248,12 +273,43 @@ fn failed(status: Option<u16>, reason: String, retry_after: Option<std::time::Du
         },
         drafts: Vec::new(),
         moved_to: None,
+        hubs: Vec::new(),
+        self_url: None,
     }
 }
 
 /// The text subscribers see for a fetch error.
 pub fn fetch_error_text(e: &FetchError) -> String {
     e.to_string()
+}
+
+/// Parses a document a WebSub hub pushed, as if it had been fetched from `url`. Pushed
+/// content carries no validators, so the ones from the last poll stay.
+pub fn parse_pushed(
+    kind: WebKind,
+    url: &str,
+    body: Vec<u8>,
+    content_type: Option<String>,
+    etag: Option<String>,
+    last_modified: Option<String>,
+) -> Fetched {
+    let resp = FetchResponse {
+        status: 200,
+        final_url: url.to_owned(),
+        redirects: Vec::new(),
+        not_modified: false,
+        etag,
+        last_modified,
+        content_type,
+        content_location: None,
+        cache_control_max_age: None,
+        expires: None,
+        retry_after: None,
+        link_hub: Vec::new(),
+        link_self: None,
+        body,
+    };
+    parse(kind, resp, CacheHints::default())
 }
 
 fn parse(kind: WebKind, resp: FetchResponse, mut hints: CacheHints) -> Fetched {
@@ -328,6 +384,8 @@ fn parse(kind: WebKind, resp: FetchResponse, mut hints: CacheHints) -> Fetched {
                 },
                 drafts,
                 moved_to: None,
+                hubs: parsed.feed.hubs.clone(),
+                self_url: parsed.feed.self_url.clone(),
             }
         }
         WebKind::Page { selector } => {
@@ -366,6 +424,8 @@ fn parse(kind: WebKind, resp: FetchResponse, mut hints: CacheHints) -> Fetched {
                 },
                 drafts,
                 moved_to: None,
+                hubs: Vec::new(),
+                self_url: None,
             }
         }
     }

@@ -341,6 +341,41 @@ impl Fetcher {
         }
     }
 
+    /// POSTs a form (a WebSub subscription request to a hub) under the same address rules,
+    /// host limits and timeout as a fetch; redirects are not followed. Returns the status
+    /// and the start of the body (for error messages).
+    pub async fn post_form(
+        &self,
+        url: &str,
+        form: &[(&str, &str)],
+    ) -> Result<(u16, String), FetchError> {
+        let total = self.inner.cfg.total_timeout;
+        let work = async {
+            let url = parse_http_url(url)?;
+            if let Some(refusal) = self.literal_refusal(&url) {
+                return Err(FetchError::Forbidden(format!("refused: {refusal}")));
+            }
+            let host_key = url.host_str().unwrap_or_default().to_ascii_lowercase();
+            let _permit = self.inner.limiter.acquire(&host_key).await;
+            let response = self
+                .inner
+                .client
+                .post(url)
+                .form(form)
+                .send()
+                .await
+                .map_err(map_reqwest_error)?;
+            let status = response.status().as_u16();
+            let body = self.read_body(response).await.unwrap_or_default();
+            let snippet: String = String::from_utf8_lossy(&body).chars().take(300).collect();
+            Ok((status, snippet))
+        };
+        match tokio::time::timeout(total, work).await {
+            Ok(r) => r,
+            Err(_) => Err(FetchError::Timeout),
+        }
+    }
+
     /// For a URL whose host is an IP literal (which no resolver sees): why it is refused.
     fn literal_refusal(&self, url: &Url) -> Option<String> {
         let ip = match url.host()? {

@@ -59,9 +59,12 @@ impl Server {
         let out = std::fs::File::create(&self.stdout_path).expect("log file");
         let err = out.try_clone().expect("log file");
         let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--data-dir"])
-            .arg(&self.dir)
-            .args(["--http-listen", "127.0.0.1:0"])
+        cmd.args(["serve", "--data-dir"]).arg(&self.dir);
+        // A test that needs to know the port in advance (a public base URL) sets it itself.
+        if !self.env.iter().any(|(k, _)| k == "TIDINGS_HTTP_LISTEN") {
+            cmd.args(["--http-listen", "127.0.0.1:0"]);
+        }
+        cmd
             .env("TIDINGS_LOG", "info")
             .env("TIDINGS_HTTP_RATE_LIMIT_PER_SECOND", "100000")
             .env("TIDINGS_HTTP_RATE_LIMIT_BURST", "100000")
