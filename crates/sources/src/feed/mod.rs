@@ -185,11 +185,9 @@ pub struct PollStatus {
 /// Canonical form of a feed URL: what makes two subscriptions the same source.
 /// Lowercase scheme and host, no default port, no fragment, `/` for an empty path.
 pub fn normalize_url(u: &url::Url) -> String {
+    // Parsing already lowercases the scheme and host and drops a default port.
     let mut u = u.clone();
     u.set_fragment(None);
-    if u.port() == u.port_or_known_default() && u.port().is_some() {
-        let _ = u.set_port(None);
-    }
     u.to_string()
 }
 
@@ -690,6 +688,12 @@ mod tests {
     fn urls_normalize() {
         let u = url::Url::parse("HTTPS://Example.ORG:443/feed#top").unwrap();
         assert_eq!(normalize_url(&u), "https://example.org/feed");
+        let u = url::Url::parse("http://127.0.0.1:8097/feed").unwrap();
+        assert_eq!(
+            normalize_url(&u),
+            "http://127.0.0.1:8097/feed",
+            "a non-default port stays"
+        );
         let a = source_id("feed", "https://example.org/feed", "");
         assert_eq!(a, source_id("feed", "https://example.org/feed", ""));
         assert_ne!(a, source_id("page", "https://example.org/feed", "li"));

@@ -60,7 +60,13 @@ impl Subscription {
 
     /// Checks a hub's verification of intent (`GET callback?hub.mode=...`). On a valid
     /// `subscribe`, the subscription becomes active for the lease the hub granted.
-    pub fn verify_intent(&mut self, mode: &str, topic: &str, lease_seconds: Option<u64>, now: i64) -> bool {
+    pub fn verify_intent(
+        &mut self,
+        mode: &str,
+        topic: &str,
+        lease_seconds: Option<u64>,
+        now: i64,
+    ) -> bool {
         if topic != self.topic {
             return false;
         }
@@ -134,7 +140,11 @@ pub fn verify_signature(
         "sha1" if allow_sha1 => hmac_matches!(sha1::Sha1, key, body, &sig),
         other => return Err(SignatureError::WeakMethod(other.to_owned())),
     };
-    if ok { Ok(()) } else { Err(SignatureError::Mismatch) }
+    if ok {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
 }
 
 /// Whether `sig` is the HMAC of `body` under `key` with the given digest (constant-time).
@@ -181,7 +191,10 @@ mod tests {
             verify_signature("s3cret", Some(&sig), b"<feed>x</feed>", false),
             Err(SignatureError::Mismatch)
         );
-        assert_eq!(verify_signature("s3cret", None, body, false), Err(SignatureError::Missing));
+        assert_eq!(
+            verify_signature("s3cret", None, body, false),
+            Err(SignatureError::Missing)
+        );
         assert!(matches!(
             verify_signature("s3cret", Some("sha1=00ff"), body, false),
             Err(SignatureError::WeakMethod(_))
@@ -200,7 +213,11 @@ mod tests {
 
     #[test]
     fn intent_is_verified_for_our_topic_only() {
-        let mut s = Subscription::new("https://hub.example/".into(), "https://x.example/feed".into(), 1000);
+        let mut s = Subscription::new(
+            "https://hub.example/".into(),
+            "https://x.example/feed".into(),
+            1000,
+        );
         assert!(!s.verify_intent("subscribe", "https://evil.example/feed", Some(600), 2000));
         assert_eq!(s.state, SubState::Pending);
         assert!(!s.verify_intent("unsubscribe", "https://x.example/feed", None, 2000));
@@ -208,7 +225,10 @@ mod tests {
         assert_eq!(s.state, SubState::Active);
         assert_eq!(s.lease_until, Some(602_000));
         assert!(s.renew_at().unwrap() < 602_000);
-        let form = s.request_form("https://me.example/websub/feed:1", Duration::from_secs(3600));
+        let form = s.request_form(
+            "https://me.example/websub/feed:1",
+            Duration::from_secs(3600),
+        );
         assert!(form.contains(&("hub.secret", s.secret.clone())));
         assert_eq!(s.secret.len(), 40);
     }

@@ -64,8 +64,7 @@ impl Server {
         if !self.env.iter().any(|(k, _)| k == "TIDINGS_HTTP_LISTEN") {
             cmd.args(["--http-listen", "127.0.0.1:0"]);
         }
-        cmd
-            .env("TIDINGS_LOG", "info")
+        cmd.env("TIDINGS_LOG", "info")
             .env("TIDINGS_HTTP_RATE_LIMIT_PER_SECOND", "100000")
             .env("TIDINGS_HTTP_RATE_LIMIT_BURST", "100000")
             .stdin(Stdio::null())
