@@ -544,7 +544,12 @@ impl Config {
         positive("sources.connect_timeout", src.connect_timeout)?;
         positive("sources.fetch_timeout", src.fetch_timeout)?;
         range("sources.max_redirects", src.max_redirects, 0, 20)?;
-        range("sources.per_host_concurrency", src.per_host_concurrency, 1, 256)?;
+        range(
+            "sources.per_host_concurrency",
+            src.per_host_concurrency,
+            1,
+            256,
+        )?;
         range("sources.memory", src.memory, 10, 1_000_000)?;
         if src.websub_lease < Duration::from_secs(60) {
             return Err(invalid(

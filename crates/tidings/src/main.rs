@@ -30,6 +30,27 @@ fn main() -> ExitCode {
             };
             exit(cli::run_config(&command, &mut io))
         }
+        Command::Feed { command } => {
+            let (stdin, stdout, stderr) = (io::stdin(), io::stdout(), io::stderr());
+            let mut io = Io {
+                env: config::process_env(),
+                stdin: &mut stdin.lock(),
+                stdout: &mut stdout.lock(),
+                stderr: &mut stderr.lock(),
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    return exit(Err(CliError::Other(format!(
+                        "cannot start the async runtime: {err}"
+                    ))));
+                }
+            };
+            exit(runtime.block_on(cli::run_feed(&command, &mut io)))
+        }
         Command::User { client, command } => admin(&client, Admin::User(command)),
         Command::Token { client, command } => admin(&client, Admin::Token(command)),
     }

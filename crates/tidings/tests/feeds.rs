@@ -236,9 +236,7 @@ impl SiteState {
 }
 
 fn header(h: &HeaderMap, name: &str) -> Option<String> {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
 /// A local HTTP server whose answers the test controls.
@@ -334,13 +332,7 @@ impl Site {
     }
 
     fn hits(&self, path: &str) -> Vec<Hit> {
-        self.with(|s| {
-            s.hits
-                .iter()
-                .filter(|h| h.path == path)
-                .cloned()
-                .collect()
-        })
+        self.with(|s| s.hits.iter().filter(|h| h.path == path).cloned().collect())
     }
 
     fn count(&self, path: &str) -> usize {
@@ -489,7 +481,10 @@ fn with_prefix<'a>(h: &'a [Value], prefix: &str) -> Vec<&'a Value> {
 }
 
 fn err_message(v: &Value) -> String {
-    v["error"]["message"].as_str().unwrap_or_default().to_owned()
+    v["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -514,6 +509,11 @@ async fn new_item_is_notified_once_and_baseline_is_not() {
 
     let sub = feed_sub(&s, &alice, &site.url("/feed")).await;
     assert_eq!(sub["source"]["kind"], "feed");
+    assert_eq!(
+        sub["source"]["url"],
+        site.url("/feed"),
+        "the stored URL keeps its port: {sub}"
+    );
     let source_id = sub["source_id"].as_str().unwrap().to_owned();
     assert!(source_id.starts_with("feed:"), "{sub}");
     let bsub = subscribe_ok(
@@ -539,7 +539,11 @@ async fn new_item_is_notified_once_and_baseline_is_not() {
     site.wait_count("/feed2", n + 3, 10).await;
     let h2 = history(&s.url, &bob).await;
     assert_eq!(titles(&h), vec!["Item B", "Item C"], "backfill 2");
-    assert_eq!(titles(&h2), vec!["Item B", "Item C"], "backfill is not repeated");
+    assert_eq!(
+        titles(&h2),
+        vec!["Item B", "Item C"],
+        "backfill is not repeated"
+    );
 
     // A new item: notified once, with the item's fields.
     site.add("d", "Item D", "<p>Hello &amp; <b>welcome</b></p>");
@@ -768,7 +772,11 @@ async fn slow_server_times_out() {
     assert_eq!(code, 400, "{v}");
     assert_eq!(error_code(&v), "fetch_failed");
     assert!(err_message(&v).contains("timed out"), "{v}");
-    assert!(t0.elapsed() < Duration::from_millis(2900), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(2900),
+        "{:?}",
+        t0.elapsed()
+    );
 
     site.with(|st| st.delay = None);
     let sub = feed_sub(&s, &alice, &site.url("/feed")).await;
@@ -918,9 +926,11 @@ async fn private_addresses_are_refused() {
     let n = site.count("/later");
     site.wait_count("/later", n + 2, 10).await;
     assert_eq!(other.total(), 0, "127.0.0.2 must never be contacted");
-    assert!(history(&s.url, &alice).await.iter().all(|n| n["title"]
-        .as_str()
-        .is_some_and(|t| t.starts_with("Source failing"))));
+    assert!(history(&s.url, &alice).await.iter().all(|n| {
+        n["title"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Source failing"))
+    }));
 }
 
 /// A gzip-encoded feed is decoded, parsed, and its new items notified.
@@ -937,9 +947,10 @@ async fn gzip_feed_is_decoded() {
     assert_eq!(st["title"], "Test Feed", "{st}");
     assert_eq!(st["items_seen"], 1, "{st}");
     assert!(
-        site.hits("/feed")
-            .iter()
-            .all(|h| h.accept_encoding.as_deref().is_some_and(|a| a.contains("gzip"))),
+        site.hits("/feed").iter().all(|h| h
+            .accept_encoding
+            .as_deref()
+            .is_some_and(|a| a.contains("gzip"))),
         "the fetcher asks for gzip"
     );
     site.add("b", "Item B", "gzipped news");
@@ -986,7 +997,10 @@ async fn one_fetch_per_interval_and_per_user_filters() {
         (polls as f64) <= expected * 1.3 + 1.0,
         "{polls} fetches in {elapsed:.1} s with two subscribers (one source, ~{expected:.0} expected)"
     );
-    assert!(polls >= 3, "polling goes on: {polls} fetches in {elapsed:.1} s");
+    assert!(
+        polls >= 3,
+        "polling goes on: {polls} fetches in {elapsed:.1} s"
+    );
 
     site.add("b", "Sunny 2BR flat $1900", "near the park");
     site.add("c", "Cozy studio $1200", "quiet street");
@@ -1005,7 +1019,11 @@ async fn one_fetch_per_interval_and_per_user_filters() {
         "bob excludes the word 2br (and 12br is another word)"
     );
     assert_eq!(titles(&hb), titles(&hb2));
-    assert!(ha2.iter().chain(&hb2).all(|n| n["source"] == asub["source_id"]));
+    assert!(
+        ha2.iter()
+            .chain(&hb2)
+            .all(|n| n["source"] == asub["source_id"])
+    );
 }
 
 /// Page watching: the elements matching the selector are the items; only new ones that
@@ -1028,9 +1046,15 @@ async fn page_watching_notifies_new_matching_listings() {
     )
     .await;
     assert_eq!(sub["source"]["kind"], "page");
-    assert!(sub["source_id"].as_str().unwrap().starts_with("page:"), "{sub}");
+    assert!(
+        sub["source_id"].as_str().unwrap().starts_with("page:"),
+        "{sub}"
+    );
     let st = wait_baseline(&s, &alice, &sub).await;
-    assert_eq!(st["items_seen"], 2, "two listings (nav and ad are not selected): {st}");
+    assert_eq!(
+        st["items_seen"], 2,
+        "two listings (nav and ad are not selected): {st}"
+    );
     let n = site.count("/search");
     site.wait_count("/search", n + 2, 10).await;
     assert!(history(&s.url, &alice).await.is_empty());
@@ -1134,7 +1158,10 @@ async fn gone_feed_stops_polling() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(site.count("/feed"), n, "no request after 410");
     assert_eq!(
-        site.hits("/feed").iter().filter(|h| h.status == 410).count(),
+        site.hits("/feed")
+            .iter()
+            .filter(|h| h.status == 410)
+            .count(),
         1
     );
     assert_eq!(history(&s.url, &alice).await.len(), 1);
