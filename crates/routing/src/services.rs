@@ -5,9 +5,9 @@ use std::sync::{Arc, OnceLock};
 
 use tidings_bus::avatars::{Runtime, RuntimeConfig};
 use tidings_bus::queue::IngestQueue;
+use tidings_core::ids::user_avatar;
 use tidings_sources::feed::SchedulePolicy;
 use tidings_sources::fetch::{FetchConfig, FetchError, Fetcher};
-use tidings_core::ids::user_avatar;
 use tidings_store::Store;
 
 use crate::agents::live::LiveHub;

@@ -56,7 +56,11 @@ impl SourceSpec {
             SourceSpec::Topic { topic } => Ok(TopicName::parse(topic)?.source_id()),
             SourceSpec::Feed { url, backfill } => {
                 check_backfill(*backfill)?;
-                Ok(tidings_sources::feed::source_id("feed", &normalized(url)?, ""))
+                Ok(tidings_sources::feed::source_id(
+                    "feed",
+                    &normalized(url)?,
+                    "",
+                ))
             }
             SourceSpec::Page {
                 url,
@@ -98,14 +102,16 @@ impl SourceSpec {
 
 fn check_backfill(n: u32) -> Result<()> {
     if n > MAX_BACKFILL {
-        return Err(Error::Invalid(format!("backfill is at most {MAX_BACKFILL}")));
+        return Err(Error::Invalid(format!(
+            "backfill is at most {MAX_BACKFILL}"
+        )));
     }
     Ok(())
 }
 
 fn normalized(u: &str) -> Result<String> {
-    let parsed = url::Url::parse(u.trim())
-        .map_err(|e| Error::Invalid(format!("invalid URL {u:?}: {e}")))?;
+    let parsed =
+        url::Url::parse(u.trim()).map_err(|e| Error::Invalid(format!("invalid URL {u:?}: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(Error::Invalid(format!("{u:?} is not an http(s) URL")));
     }

@@ -79,7 +79,10 @@ pub enum SourceMsg {
         reply: oneshot::Sender<Result<(), String>>,
     },
     /// The subscription request to a hub failed.
-    WebSubFailed { hub: String, reason: String },
+    WebSubFailed {
+        hub: String,
+        reason: String,
+    },
 }
 
 pub struct SourceAvatar {
@@ -208,7 +211,9 @@ impl Avatar for SourceAvatar {
                         tracing::warn!(source = %self.source_id, %hub, %reason, "WebSub subscription failed; polling only");
                         w.websub = None;
                         w.state.websub_until = None;
-                        w.state.warnings.push(format!("WebSub hub {hub} refused the subscription: {reason}"));
+                        w.state.warnings.push(format!(
+                            "WebSub hub {hub} refused the subscription: {reason}"
+                        ));
                         w.save(&cx.env().store, &self.source_id).await;
                     }
                 }
@@ -218,7 +223,7 @@ impl Avatar for SourceAvatar {
 
     async fn on_reminder(&mut self, name: String, _payload: String, cx: &Context<Self>) {
         if name == POLL {
-            self.start_poll(cx);
+            self.start_poll(cx).await;
         } else if name == WEBSUB_RENEW {
             if let Some(w) = &mut self.web {
                 if let Some(sub) = w.websub.take() {
@@ -244,7 +249,9 @@ impl SourceAvatar {
             self.web = spec.as_ref().and_then(WebSource::from_spec);
         }
         let backfill = match &spec {
-            Some(SourceSpec::Feed { backfill, .. } | SourceSpec::Page { backfill, .. }) => *backfill as usize,
+            Some(SourceSpec::Feed { backfill, .. } | SourceSpec::Page { backfill, .. }) => {
+                *backfill as usize
+            }
             _ => 0,
         };
         let Some(w) = &mut self.web else { return };
@@ -260,19 +267,28 @@ impl SourceAvatar {
     }
 
     /// Starts a fetch in a task of its own; its result comes back as `Fetched`.
-    fn start_poll(&mut self, cx: &Context<Self>) {
+    async fn start_poll(&mut self, cx: &Context<Self>) {
         let Some(w) = &mut self.web else { return };
         if w.fetching || w.state.gone || self.subscribers.is_empty() {
             return;
         }
         w.fetching = true;
+        // A watchdog: if the process dies during the fetch, this reminder polls again after
+        // the restart. The result of the fetch replaces it with the real next poll.
+        let watchdog = now_ms() + 2 * cx.env().fetcher.config().total_timeout.as_millis() as i64 + 60_000;
+        if let Err(e) = cx.set_reminder(POLL, watchdog, String::new()).await {
+            tracing::warn!(source = %self.source_id, error = %e, "poll watchdog not set");
+        }
         let env = cx.env().clone();
         let runtime = cx.runtime();
         let id = cx.id().to_owned();
         let (kind, req) = (w.kind.clone(), w.request());
         tokio::spawn(async move {
             let fetched = web::fetch_and_parse(&env.fetcher, kind, req).await;
-            if let Err(e) = runtime.tell(&id, SourceMsg::Fetched(Box::new(fetched))).await {
+            if let Err(e) = runtime
+                .tell(&id, SourceMsg::Fetched(Box::new(fetched)))
+                .await
+            {
                 tracing::debug!(source = %id, error = %e, "fetch result not delivered");
             }
         });
@@ -300,7 +316,9 @@ impl SourceAvatar {
             tidings_sources::feed::Outcome::Fetched { item_ids, .. } => item_ids.clone(),
             _ => Vec::new(),
         };
-        let t = w.state.on_outcome(f.outcome, now, &env.schedule, w.backfill, jitter);
+        let t = w
+            .state
+            .on_outcome(f.outcome, now, &env.schedule, w.backfill, jitter);
         notices.extend(t.notice);
         let mut outgoing = Vec::new();
         for i in &t.new_items {
@@ -310,7 +328,10 @@ impl SourceAvatar {
             }
         }
         for n in &notices {
-            outgoing.push((web::notice_notification(&self.source_id, &w.state, n, now), true));
+            outgoing.push((
+                web::notice_notification(&self.source_id, &w.state, n, now),
+                true,
+            ));
         }
         // Durable first, then the state that says they were seen.
         let target = source_avatar(&self.source_id);
@@ -341,7 +362,9 @@ impl SourceAvatar {
         };
         w.save(&env.store, &self.source_id).await;
         let r = match t.next_poll {
-            Some(at) if !self.subscribers.is_empty() => cx.set_reminder(POLL, at, String::new()).await,
+            Some(at) if !self.subscribers.is_empty() => {
+                cx.set_reminder(POLL, at, String::new()).await
+            }
             _ => cx.cancel_reminder(POLL).await,
         };
         if let Err(e) = r {
@@ -380,7 +403,9 @@ impl SourceAvatar {
                 Err(e) => Some(e.to_string()),
             };
             if let Some(reason) = failure {
-                let _ = runtime.tell(&id, SourceMsg::WebSubFailed { hub, reason }).await;
+                let _ = runtime
+                    .tell(&id, SourceMsg::WebSubFailed { hub, reason })
+                    .await;
             }
         });
     }
@@ -393,7 +418,9 @@ impl SourceAvatar {
         cx: &Context<Self>,
     ) -> bool {
         let Some(w) = &mut self.web else { return false };
-        let Some(sub) = &mut w.websub else { return false };
+        let Some(sub) = &mut w.websub else {
+            return false;
+        };
         if !sub.verify_intent(mode, topic, lease_seconds, now_ms()) {
             return false;
         }
@@ -423,8 +450,13 @@ impl SourceAvatar {
         let Some(sub) = &w.websub else {
             return Err("no such subscription".into());
         };
-        tidings_sources::websub::verify_signature(&sub.secret, signature.as_deref(), &body, allow_sha1)
-            .map_err(|e| e.to_string())?;
+        tidings_sources::websub::verify_signature(
+            &sub.secret,
+            signature.as_deref(),
+            &body,
+            allow_sha1,
+        )
+        .map_err(|e| e.to_string())?;
         let (kind, url) = (w.kind.clone(), w.state.url.clone());
         let (etag, last_modified) = (w.state.etag.clone(), w.state.last_modified.clone());
         let fetched = tokio::task::spawn_blocking(move || {
@@ -437,7 +469,13 @@ impl SourceAvatar {
         Ok(())
     }
 
-    async fn publish(&mut self, n: Notification, bypass_filters: bool, ack: Ack, cx: &Context<Self>) {
+    async fn publish(
+        &mut self,
+        n: Notification,
+        bypass_filters: bool,
+        ack: Ack,
+        cx: &Context<Self>,
+    ) {
         let env = cx.env();
         let n = Arc::new(n);
         let recipients: Vec<(i64, String)> = self

@@ -264,7 +264,11 @@ pub async fn fetch_and_parse(fetcher: &Fetcher, kind: WebKind, req: FetchRequest
     }
 }
 
-fn failed(status: Option<u16>, reason: String, retry_after: Option<std::time::Duration>) -> Fetched {
+fn failed(
+    status: Option<u16>,
+    reason: String,
+    retry_after: Option<std::time::Duration>,
+) -> Fetched {
     Fetched {
         outcome: Outcome::Failed {
             status,
@@ -326,12 +330,18 @@ fn parse(kind: WebKind, resp: FetchResponse, mut hints: CacheHints) -> Fetched {
                 let why = parsed.warnings.first().cloned().unwrap_or_default();
                 return failed(
                     None,
-                    format!("the document is not a feed this parser understands {why}").trim().to_owned(),
+                    format!("the document is not a feed this parser understands {why}")
+                        .trim()
+                        .to_owned(),
                     None,
                 );
             }
             hints.ttl_minutes = parsed.feed.ttl;
-            let feed_title = parsed.feed.title.as_deref().map(tidings_feed::to_plain_text);
+            let feed_title = parsed
+                .feed
+                .title
+                .as_deref()
+                .map(tidings_feed::to_plain_text);
             let mut ids = Vec::with_capacity(parsed.items.len());
             let mut drafts = Vec::with_capacity(parsed.items.len());
             for item in &parsed.items {
@@ -350,7 +360,10 @@ fn parse(kind: WebKind, resp: FetchResponse, mut hints: CacheHints) -> Fetched {
                     .unwrap_or_default();
                 let link = item.link.clone().filter(|l| is_http(l));
                 let message = if body.is_empty() {
-                    title.clone().or_else(|| link.clone()).unwrap_or_else(|| "(new item)".into())
+                    title
+                        .clone()
+                        .or_else(|| link.clone())
+                        .unwrap_or_else(|| "(new item)".into())
                 } else {
                     truncate(&body, MAX_MESSAGE_CHARS)
                 };
@@ -367,7 +380,13 @@ fn parse(kind: WebKind, resp: FetchResponse, mut hints: CacheHints) -> Fetched {
                     tags: item
                         .categories
                         .iter()
-                        .map(|c| c.replace(',', " ").trim().chars().take(64).collect::<String>())
+                        .map(|c| {
+                            c.replace(',', " ")
+                                .trim()
+                                .chars()
+                                .take(64)
+                                .collect::<String>()
+                        })
                         .filter(|c| !c.is_empty())
                         .take(5)
                         .collect(),
@@ -464,12 +483,20 @@ pub fn item_notification(source_id: &str, d: &Draft, now: i64) -> Notification {
 }
 
 /// The notification telling subscribers about the source itself (failing, back, gone, moved).
-pub fn notice_notification(source_id: &str, state: &FeedState, notice: &Notice, now: i64) -> Notification {
+pub fn notice_notification(
+    source_id: &str,
+    state: &FeedState,
+    notice: &Notice,
+    now: i64,
+) -> Notification {
     let name = state.title.clone().unwrap_or_else(|| state.url.clone());
     let (title, message, priority, tag) = match notice {
         Notice::Failing { reason } => (
             format!("Source failing: {name}"),
-            format!("{} could not be fetched: {reason}. tidings keeps trying and will tell you when it works again.", state.url),
+            format!(
+                "{} could not be fetched: {reason}. tidings keeps trying and will tell you when it works again.",
+                state.url
+            ),
             Priority::High,
             "warning",
         ),
@@ -481,7 +508,10 @@ pub fn notice_notification(source_id: &str, state: &FeedState, notice: &Notice, 
         ),
         Notice::Gone => (
             format!("Source gone: {name}"),
-            format!("{} answered 410 Gone: it no longer exists, so tidings stopped watching it.", state.url),
+            format!(
+                "{} answered 410 Gone: it no longer exists, so tidings stopped watching it.",
+                state.url
+            ),
             Priority::High,
             "warning",
         ),
