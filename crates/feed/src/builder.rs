@@ -39,11 +39,20 @@ const NAMESPACES: &[(&str, &str)] = &[
     ("http://purl.org/rss/1.0/modules/aggregation/", "ag"),
     ("http://purl.org/rss/1.0/modules/annotate/", "annotate"),
     ("http://media.tangent.org/rss/1.0/", "audio"),
-    ("http://backend.userland.com/blogchannelmodule", "blogchannel"),
+    (
+        "http://backend.userland.com/blogchannelmodule",
+        "blogchannel",
+    ),
     ("http://creativecommons.org/ns#license", "cc"),
     ("http://web.resource.org/cc/", "cc"),
-    ("http://cyber.law.harvard.edu/rss/creativecommonsrssmodule.html", "creativecommons"),
-    ("http://backend.userland.com/creativecommonsrssmodule", "creativecommons"),
+    (
+        "http://cyber.law.harvard.edu/rss/creativecommonsrssmodule.html",
+        "creativecommons",
+    ),
+    (
+        "http://backend.userland.com/creativecommonsrssmodule",
+        "creativecommons",
+    ),
     ("http://purl.org/rss/1.0/modules/company", "co"),
     ("http://purl.org/rss/1.0/modules/content/", "content"),
     ("http://my.theinfo.org/changed/1.0/rss/", "cp"),
@@ -64,7 +73,10 @@ const NAMESPACES: &[(&str, &str)] = &[
     ("http://purl.org/rss/1.0/modules/link/", "l"),
     ("http://search.yahoo.com/mrss", "media"),
     ("http://search.yahoo.com/mrss/", "media"),
-    ("http://madskills.com/public/xml/rss/module/pingback/", "pingback"),
+    (
+        "http://madskills.com/public/xml/rss/module/pingback/",
+        "pingback",
+    ),
     ("http://prismstandard.org/namespaces/1.2/basic/", "prism"),
     ("http://www.w3.org/1999/02/22-rdf-syntax-ns#", "rdf"),
     ("http://www.w3.org/2000/01/rdf-schema#", "rdfs"),
@@ -81,7 +93,10 @@ const NAMESPACES: &[(&str, &str)] = &[
     ("http://purl.org/rss/1.0/modules/taxonomy/", "taxo"),
     ("http://purl.org/rss/1.0/modules/threading/", "thr"),
     ("http://purl.org/rss/1.0/modules/textinput/", "ti"),
-    ("http://madskills.com/public/xml/rss/module/trackback/", "trackback"),
+    (
+        "http://madskills.com/public/xml/rss/module/trackback/",
+        "trackback",
+    ),
     ("http://wellformedweb.org/commentapi/", "wfw"),
     ("http://purl.org/rss/1.0/modules/wiki/", "wiki"),
     ("http://www.w3.org/1999/xhtml", "xhtml"),
@@ -102,17 +117,37 @@ fn known_prefix(uri: &str) -> Option<&'static str> {
     } else {
         lower
     };
-    NAMESPACES.iter().find(|(u, _)| *u == lower).map(|(_, p)| *p)
+    NAMESPACES
+        .iter()
+        .find(|(u, _)| *u == lower)
+        .map(|(_, p)| *p)
 }
 
 /// Elements whose value is a URL to resolve against the base.
 const URL_ELEMENTS: &[&str] = &[
-    "comments", "docs", "href", "icon", "id", "link", "logo", "url", "wfw:comment", "wfw:commentrss",
+    "comments",
+    "docs",
+    "href",
+    "icon",
+    "id",
+    "link",
+    "logo",
+    "url",
+    "wfw:comment",
+    "wfw:commentrss",
 ];
 
 /// Elements whose value may be HTML with relative URLs in it.
 const TEXT_CONSTRUCTS: &[&str] = &[
-    "content", "copyright", "description", "info", "rights", "subtitle", "summary", "tagline", "title",
+    "content",
+    "copyright",
+    "description",
+    "info",
+    "rights",
+    "subtitle",
+    "summary",
+    "tagline",
+    "title",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -153,7 +188,10 @@ impl Version {
     }
 
     fn is_atom(self) -> bool {
-        matches!(self, Version::Atom01 | Version::Atom02 | Version::Atom03 | Version::Atom10 | Version::Atom)
+        matches!(
+            self,
+            Version::Atom01 | Version::Atom02 | Version::Atom03 | Version::Atom10 | Version::Atom
+        )
     }
 }
 
@@ -201,14 +239,14 @@ pub(crate) struct Ctx {
     pub links: Vec<Link>,
     pub tags: Vec<Tag>,
     pub ttl: Option<String>,
+    /// RSS 1.0 syndication module: `sy:updatePeriod` and `sy:updateFrequency`.
+    pub update_period: Option<String>,
+    pub update_frequency: Option<String>,
     pub icon: Option<String>,
     pub logo: Option<String>,
     pub href: Option<String>,
     pub itunes_image: Option<String>,
     pub media: Vec<MediaContent>,
-    /// The RSS guid was a permalink (so the link may fall back to it).
-    pub guid_permalink: Option<String>,
-    pub has_guid: bool,
     /// Depth at which each property was stored (items only): shallower wins.
     depths: HashMap<&'static str, usize>,
 }
@@ -224,6 +262,8 @@ impl Ctx {
             "author" => ("author", &mut self.author),
             "language" => ("language", &mut self.language),
             "ttl" => ("ttl", &mut self.ttl),
+            "sy:updateperiod" => ("sy:updateperiod", &mut self.update_period),
+            "sy:updatefrequency" => ("sy:updatefrequency", &mut self.update_frequency),
             "icon" => ("icon", &mut self.icon),
             "logo" => ("logo", &mut self.logo),
             "href" => ("href", &mut self.href),
@@ -303,7 +343,11 @@ enum SummaryKey {
 type Attrs = Vec<(String, String)>;
 
 fn attr<'a>(attrs: &'a Attrs, name: &str) -> Option<&'a str> {
-    attrs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    attrs
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn map_content_type(t: &str) -> String {
@@ -402,7 +446,6 @@ struct Builder {
     is_entry_link: bool,
     title_depth: Option<usize>,
     depth: usize,
-    svg_ok: usize,
     base: String,
     lang: Option<String>,
     base_stack: Vec<String>,
@@ -411,7 +454,8 @@ struct Builder {
     ns: HashMap<String, Vec<String>>,
     /// The prefixes each open element declared, to undo at its end.
     ns_declared: Vec<Vec<String>>,
-    element_keys: Vec<(String, String, Option<String>)>,
+    /// For each open element: the name it is known by and its name as written.
+    element_keys: Vec<(String, String)>,
 }
 
 pub(crate) struct Options {
@@ -443,7 +487,6 @@ pub(crate) fn build(text: &str, opts: Options) -> Raw {
         is_entry_link: false,
         title_depth: None,
         depth: 0,
-        svg_ok: 0,
         base: opts.base,
         lang: None,
         base_stack: Vec::new(),
@@ -461,7 +504,8 @@ pub(crate) fn build(text: &str, opts: Options) -> Raw {
     for token in tokens.by_ref() {
         match token {
             Token::Start { name, attrs } => b.start(name, attrs),
-            Token::End { name } => b.end(name),
+            // The tokenizer keeps tags balanced, so the stack of open elements says which.
+            Token::End { .. } => b.end(),
             Token::Text(t) => b.text(&t),
         }
     }
@@ -492,7 +536,10 @@ impl Builder {
         if prefix == "xml" {
             return Some(XML_NS);
         }
-        self.ns.get(prefix).and_then(|uris| uris.last()).map(String::as_str)
+        self.ns
+            .get(prefix)
+            .and_then(|uris| uris.last())
+            .map(String::as_str)
     }
 
     fn track_namespace(&mut self, prefix: &str, uri: &str) {
@@ -523,14 +570,21 @@ impl Builder {
                 }
                 u
             }
-            None => self.lookup_ns("").filter(|u| !u.is_empty()).map(str::to_string),
+            None => self
+                .lookup_ns("")
+                .filter(|u| !u.is_empty())
+                .map(str::to_string),
         };
         let prefix = match uri.as_deref().and_then(known_prefix) {
             Some(p) => p.to_string(),
             None => given.unwrap_or("").to_ascii_lowercase(),
         };
         let local = local.to_ascii_lowercase();
-        let key = if prefix.is_empty() { local } else { format!("{prefix}:{local}") };
+        let key = if prefix.is_empty() {
+            local
+        } else {
+            format!("{prefix}:{local}")
+        };
         (key, uri)
     }
 
@@ -612,7 +666,10 @@ impl Builder {
         let mime = map_content_type(attr(attrs, "type").unwrap_or(default_type));
         let base64 = attr(attrs, "mode") == Some("base64")
             || !(mime.starts_with("text/") || mime.ends_with("+xml") || mime.ends_with("/xml"));
-        self.params = ContentParams { mime: Some(mime), base64 };
+        self.params = ContentParams {
+            mime: Some(mime),
+            base64,
+        };
         self.push(tag, expecting_text);
     }
 
@@ -642,10 +699,16 @@ impl Builder {
         {
             output = decoded;
         }
-        if URL_ELEMENTS.contains(&element) && !output.is_empty() && (element != "id" || self.guid_is_link) {
+        if URL_ELEMENTS.contains(&element)
+            && !output.is_empty()
+            && (element != "id" || self.guid_is_link)
+        {
             output = url::resolve(&self.base, &output);
         }
-        if !self.raw.version.is_atom() && self.params.mime() == "text/plain" && html::looks_like_html(&output) {
+        if !self.raw.version.is_atom()
+            && self.params.mime() == "text/plain"
+            && html::looks_like_html(&output)
+        {
             self.params.mime = Some("text/html".into());
         }
         let text_construct = TEXT_CONSTRUCTS.contains(&element);
@@ -659,7 +722,10 @@ impl Builder {
                 entities::escape_text(&output).into_owned()
             };
         }
-        if matches!(element, "category" | "tags" | "itunes:keywords" | "media:keywords") {
+        if matches!(
+            element,
+            "category" | "tags" | "itunes:keywords" | "media:keywords"
+        ) {
             return Some(output);
         }
         if element == "title" && self.title_depth.is_some_and(|d| d <= self.depth) {
@@ -683,7 +749,11 @@ impl Builder {
                     }
                 }
                 _ => {
-                    let key = if element == "description" { "summary" } else { element };
+                    let key = if element == "description" {
+                        "summary"
+                    } else {
+                        element
+                    };
                     let name = entry.field(key).map(|(name, _)| name);
                     if let Some(name) = name
                         && entry.depths.get(name).is_none_or(|d| depth <= *d)
@@ -695,7 +765,11 @@ impl Builder {
             }
         } else if self.in_feed || self.in_source {
             let ctx = self.context();
-            let key = if element == "description" { "subtitle" } else { element };
+            let key = if element == "description" {
+                "subtitle"
+            } else {
+                element
+            };
             if key == "content" {
                 ctx.content.push(output.clone());
             } else {
@@ -729,13 +803,19 @@ impl Builder {
         let mut xlink_decls = Vec::new();
         for (name, value) in &raw_attrs {
             if *name == "xmlns" {
-                self.ns.entry(String::new()).or_default().push(value.to_string());
+                self.ns
+                    .entry(String::new())
+                    .or_default()
+                    .push(value.to_string());
                 declared.push(String::new());
                 if !value.is_empty() {
                     self.track_namespace("", value);
                 }
             } else if let Some(p) = name.strip_prefix("xmlns:") {
-                self.ns.entry(p.to_string()).or_default().push(value.to_string());
+                self.ns
+                    .entry(p.to_string())
+                    .or_default()
+                    .push(value.to_string());
                 declared.push(p.to_string());
                 self.track_namespace(p, value);
                 if value.as_ref() == XLINK_NS {
@@ -771,7 +851,7 @@ impl Builder {
         self.lang = lang.clone();
         self.base_stack.push(self.base.clone());
         self.lang_stack.push(lang);
-        self.element_keys.push((key.clone(), qname.to_string(), uri.clone()));
+        self.element_keys.push((key.clone(), qname.to_string()));
 
         // Inside a text construct, child elements are markup, not feed elements.
         if self.in_content > 0 && self.depth > self.content_depth {
@@ -794,7 +874,10 @@ impl Builder {
             self.in_textinput = false;
         }
         if prefix.is_empty()
-            && !matches!(local, "title" | "link" | "description" | "url" | "href" | "width" | "height")
+            && !matches!(
+                local,
+                "title" | "link" | "description" | "url" | "href" | "width" | "height"
+            )
         {
             self.in_image = false;
         }
@@ -829,17 +912,14 @@ impl Builder {
         if (lower == "svg" && uri == Some(SVG_NS)) || (lower == "math" && uri == Some(MATHML_NS)) {
             s.push_str(&format!(" xmlns=\"{}\"", uri.unwrap_or_default()));
         }
-        if lower == "svg" {
-            self.svg_ok += 1;
-        }
         s.push('>');
         if let Some(frame) = self.frames.last_mut() {
             frame.pieces.push(s);
         }
     }
 
-    fn end(&mut self, _qname: &str) {
-        let Some((key, qname, _uri)) = self.element_keys.pop() else {
+    fn end(&mut self) {
+        let Some((key, qname)) = self.element_keys.pop() else {
             return;
         };
         if self.in_content > 0 && self.depth > self.content_depth {
@@ -847,9 +927,6 @@ impl Builder {
                 self.skipped_divs.pop();
             } else {
                 let local = qname.rsplit(':').next().unwrap_or(&qname);
-                if local.eq_ignore_ascii_case("svg") {
-                    self.svg_ok = self.svg_ok.saturating_sub(1);
-                }
                 if !self.params.is_xml() {
                     self.params.mime = Some("application/xhtml+xml".into());
                 }
@@ -943,8 +1020,12 @@ impl Builder {
             "name" | "itunes:name" => self.push("name", false),
             "email" | "itunes:email" => self.push("email", false),
             "url" | "homepage" | "uri" => self.push("href", true),
-            "subtitle" | "tagline" | "itunes:subtitle" => self.push_content("subtitle", attrs, "text/plain", true),
-            "rights" | "copyright" | "dc:rights" => self.push_content("rights", attrs, "text/plain", true),
+            "subtitle" | "tagline" | "itunes:subtitle" => {
+                self.push_content("subtitle", attrs, "text/plain", true)
+            }
+            "rights" | "copyright" | "dc:rights" => {
+                self.push_content("rights", attrs, "text/plain", true)
+            }
             "item" | "entry" => {
                 self.raw.entries.push(Ctx::default());
                 self.push("item", false);
@@ -953,9 +1034,7 @@ impl Builder {
                 self.title_depth = None;
                 if let Some(about) = attr(attrs, "rdf:about") {
                     let about = about.to_string();
-                    let e = self.ctx(Which::Entry);
-                    e.id = Some(about);
-                    e.has_guid = true;
+                    self.ctx(Which::Entry).id = Some(about);
                 }
                 self.cdf_common(attrs);
             }
@@ -982,7 +1061,8 @@ impl Builder {
             }
             "link" => self.start_link(attrs, expecting),
             "guid" | "id" => {
-                self.guid_is_link = attr(attrs, "ispermalink").is_none_or(|v| v.eq_ignore_ascii_case("true"));
+                self.guid_is_link =
+                    attr(attrs, "ispermalink").is_none_or(|v| v.eq_ignore_ascii_case("true"));
                 self.push("id", true);
             }
             "title" | "dc:title" | "media:title" => {
@@ -993,11 +1073,19 @@ impl Builder {
                     self.summary_key = Some(SummaryKey::Content);
                     self.start_content(attrs);
                 } else {
-                    self.push_content("description", attrs, "text/html", expecting);
+                    // Media RSS descriptions are plain text unless they say otherwise.
+                    let default = if key == "media:description" {
+                        "text/plain"
+                    } else {
+                        "text/html"
+                    };
+                    self.push_content("description", attrs, default, expecting);
                 }
             }
             "abstract" => self.push_content("description", attrs, "text/plain", expecting),
-            "info" | "feedburner:browserfriendly" => self.push_content("info", attrs, "text/plain", true),
+            "info" | "feedburner:browserfriendly" => {
+                self.push_content("info", attrs, "text/plain", true)
+            }
             "summary" | "itunes:summary" => {
                 if self.context().summary.is_some() && !self.has_content {
                     self.summary_key = Some(SummaryKey::Content);
@@ -1008,7 +1096,9 @@ impl Builder {
                 }
             }
             "enclosure" => {
-                let href = attr(attrs, "url").or_else(|| attr(attrs, "href")).map(|h| url::resolve(&self.base, h.trim()));
+                let href = attr(attrs, "url")
+                    .or_else(|| attr(attrs, "href"))
+                    .map(|h| url::resolve(&self.base, h.trim()));
                 let link = Link {
                     rel: "enclosure".into(),
                     href,
@@ -1023,7 +1113,9 @@ impl Builder {
                 self.title_depth = None;
             }
             "content" => self.start_content(attrs),
-            "body" | "xhtml:body" => self.push_content("content", attrs, "application/xhtml+xml", true),
+            "body" | "xhtml:body" => {
+                self.push_content("content", attrs, "application/xhtml+xml", true)
+            }
             "content:encoded" | "fullitem" => {
                 self.has_content = true;
                 self.push_content("content", attrs, "text/html", true);
@@ -1148,12 +1240,14 @@ impl Builder {
                 let is_link = self.guid_is_link;
                 let is_guid = key == "guid";
                 let ctx = self.context();
-                if let Some(v) = value {
-                    ctx.has_guid = true;
-                    if is_guid && is_link && matches!(url::scheme_of(&v).as_deref(), Some("http" | "https")) {
-                        ctx.guid_permalink = Some(v.clone());
-                        ctx.set_default("link", v);
-                    }
+                // An RSS permalink guid is the item's link when it has none. (Atom ids are
+                // often tag: URIs and never links.)
+                if let Some(v) = value
+                    && is_guid
+                    && is_link
+                    && matches!(url::scheme_of(&v).as_deref(), Some("http" | "https"))
+                {
+                    ctx.set_default("link", v);
                 }
             }
             "title" | "dc:title" => self.end_title(),
@@ -1186,7 +1280,9 @@ impl Builder {
                 self.pop("source");
                 self.source = Ctx::default();
             }
-            "content" | "body" | "xhtml:body" | "content:encoded" | "fullitem" => self.end_content(),
+            "content" | "body" | "xhtml:body" | "content:encoded" | "fullitem" => {
+                self.end_content()
+            }
             "itunes:image" | "itunes:link" => {
                 self.pop("itunes:image");
             }
@@ -1217,9 +1313,13 @@ impl Builder {
 
     fn start_link(&mut self, attrs: &Attrs, expecting: bool) {
         let rel = attr(attrs, "rel").unwrap_or("alternate").to_string();
-        let mime = attr(attrs, "type")
-            .map(str::to_string)
-            .unwrap_or_else(|| if rel == "self" { "application/atom+xml".into() } else { "text/html".into() });
+        let mime = attr(attrs, "type").map(str::to_string).unwrap_or_else(|| {
+            if rel == "self" {
+                "application/atom+xml".into()
+            } else {
+                "text/html".into()
+            }
+        });
         let href = attr(attrs, "href")
             .or_else(|| attr(attrs, "url"))
             .or_else(|| attr(attrs, "uri"))
@@ -1313,7 +1413,9 @@ fn strip_wrapping_div(pieces: &mut Vec<String>) {
     let leading = pieces.iter().take_while(|p| p.trim().is_empty()).count();
     let leading = leading.min(pieces.len().saturating_sub(1));
     pieces.drain(..leading);
-    let first_is_div = pieces.first().is_some_and(|p| p == "<div>" || p.starts_with("<div "));
+    let first_is_div = pieces
+        .first()
+        .is_some_and(|p| p == "<div>" || p.starts_with("<div "));
     if !first_is_div || pieces.last().map(String::as_str) != Some("</div>") || pieces.len() < 2 {
         return;
     }

@@ -24,8 +24,6 @@ pub(crate) struct Decoded {
     pub text: String,
     /// The encoding used, as feeds and feedparser name it (`utf-8`, `us-ascii`, `gb18030`).
     pub encoding: String,
-    /// The MIME type of the Content-Type (lowercased), or `application/json` when sniffed.
-    pub media_type: String,
     pub is_json: bool,
     /// Problems worth a bozo flag.
     pub errors: Vec<String>,
@@ -85,15 +83,18 @@ fn declared_encoding(text: &str) -> Option<String> {
 /// Decode `data` strictly in `label`; `None` if the label is unknown or the bytes are invalid.
 pub(crate) fn decode_strict(data: &[u8], label: &str) -> Option<String> {
     match label {
-        "us-ascii" | "ascii" | "ansi_x3.4-1968" | "646" | "iso646-us" => {
-            data.is_ascii().then(|| String::from_utf8_lossy(data).into_owned())
-        }
+        "us-ascii" | "ascii" | "ansi_x3.4-1968" | "646" | "iso646-us" => data
+            .is_ascii()
+            .then(|| String::from_utf8_lossy(data).into_owned()),
         "iso-8859-1" | "iso8859-1" | "latin-1" | "latin1" | "l1" | "iso_8859-1" | "8859" => {
             Some(data.iter().map(|&b| b as char).collect())
         }
         "windows-1252" | "cp1252" => {
             // Python (and so every feed test suite) treats these five as undefined.
-            if data.iter().any(|b| matches!(b, 0x81 | 0x8D | 0x8F | 0x90 | 0x9D)) {
+            if data
+                .iter()
+                .any(|b| matches!(b, 0x81 | 0x8D | 0x8F | 0x90 | 0x9D))
+            {
                 return None;
             }
             decode_with(encoding_rs::WINDOWS_1252, data)
@@ -155,6 +156,14 @@ fn decode_utf32(data: &[u8], big_endian: bool) -> Option<String> {
     Some(out)
 }
 
+/// Guess an undeclared legacy encoding from the bytes (the detector Firefox uses).
+fn detect(data: &[u8]) -> Option<String> {
+    let mut detector = chardetng::EncodingDetector::new(chardetng::Iso2022JpDetection::Deny);
+    detector.feed(data, true);
+    let guess = detector.guess(None, chardetng::Utf8Detection::Deny);
+    (guess != encoding_rs::WINDOWS_1252).then(|| guess.name().to_ascii_lowercase())
+}
+
 fn is_generic_unicode(label: &str) -> bool {
     matches!(
         label,
@@ -203,10 +212,13 @@ pub(crate) fn decode(data: &[u8], content_type: Option<&str>) -> Decoded {
         .position(|b| !b.is_ascii_whitespace())
         .map(|i| &body[i..])
         .unwrap_or(&[]);
-    let xml_app = ["application/xml", "application/xml-dtd", "application/xml-external-parsed-entity"];
+    let xml_app = [
+        "application/xml",
+        "application/xml-dtd",
+        "application/xml-external-parsed-entity",
+    ];
     let xml_text = ["text/xml", "text/xml-external-parsed-entity"];
     let json_types = ["application/feed+json", "application/json"];
-    let mut media_type = mime.clone();
     let mut is_json = false;
     // Without a declaration, what the first bytes show (UTF-16/32) is the declaration.
     let declared_or = |default: &str| {
@@ -218,52 +230,92 @@ pub(crate) fn decode(data: &[u8], content_type: Option<&str>) -> Decoded {
     let chosen = if content_type.is_none() {
         if trimmed_start.first() == Some(&b'{') {
             is_json = true;
-            media_type = "application/json".into();
             "utf-8".to_string()
         } else {
             declared_or("utf-8")
         }
-    } else if xml_app.contains(&mime.as_str()) || (mime.starts_with("application/") && mime.ends_with("+xml")) {
-        if http_charset.is_empty() { declared_or("utf-8") } else { http_charset.clone() }
-    } else if xml_text.contains(&mime.as_str()) || (mime.starts_with("text/") && mime.ends_with("+xml")) {
-        if http_charset.is_empty() { "us-ascii".into() } else { http_charset.clone() }
-    } else if json_types.contains(&mime.as_str()) || (mime.is_empty() && trimmed_start.first() == Some(&b'{')) {
+    } else if xml_app.contains(&mime.as_str())
+        || (mime.starts_with("application/") && mime.ends_with("+xml"))
+    {
+        if http_charset.is_empty() {
+            declared_or("utf-8")
+        } else {
+            http_charset.clone()
+        }
+    } else if xml_text.contains(&mime.as_str())
+        || (mime.starts_with("text/") && mime.ends_with("+xml"))
+    {
+        if http_charset.is_empty() {
+            "us-ascii".into()
+        } else {
+            http_charset.clone()
+        }
+    } else if json_types.contains(&mime.as_str())
+        || (mime.is_empty() && trimmed_start.first() == Some(&b'{'))
+    {
         is_json = true;
-        media_type = "application/json".into();
-        if http_charset.is_empty() { "utf-8".into() } else { http_charset.clone() }
+        if http_charset.is_empty() {
+            "utf-8".into()
+        } else {
+            http_charset.clone()
+        }
     } else if mime.starts_with("text/") {
         errors.push(format!("{mime} is not an XML or JSON media type"));
-        if http_charset.is_empty() { "us-ascii".into() } else { http_charset.clone() }
+        if http_charset.is_empty() {
+            "us-ascii".into()
+        } else {
+            http_charset.clone()
+        }
     } else {
         if !mime.is_empty() {
             errors.push(format!("{mime} is not an XML or JSON media type"));
         }
         declared_or("utf-8")
     };
-    let chosen = if chosen == "gb2312" { "gb18030".to_string() } else { chosen };
-    let xml_encoding = xml_encoding.map(|e| if e == "gb2312" { "gb18030".to_string() } else { e });
+    let chosen = if chosen == "gb2312" {
+        "gb18030".to_string()
+    } else {
+        chosen
+    };
+    let xml_encoding = xml_encoding.map(|e| {
+        if e == "gb2312" {
+            "gb18030".to_string()
+        } else {
+            e
+        }
+    });
 
     let mut tried: Vec<String> = Vec::new();
     let candidates = [
         Some(chosen.clone()),
         xml_encoding.clone(),
         bom.map(str::to_string),
+        None, // statistical detection, only if all of the above failed
         Some("utf-8".to_string()),
         Some("windows-1252".to_string()),
     ];
-    for candidate in candidates.into_iter().flatten() {
+    for (i, candidate) in candidates.into_iter().enumerate() {
+        let candidate = match candidate {
+            Some(c) => c,
+            None if i == 3 => match detect(body) {
+                Some(c) => c,
+                None => continue,
+            },
+            None => continue,
+        };
         if candidate.is_empty() || tried.contains(&candidate) {
             continue;
         }
         tried.push(candidate.clone());
         if let Some(text) = decode_strict(body, &candidate) {
             if candidate != chosen {
-                errors.push(format!("document declared as {chosen}, but parsed as {candidate}"));
+                errors.push(format!(
+                    "document declared as {chosen}, but parsed as {candidate}"
+                ));
             }
             return Decoded {
                 text,
                 encoding: candidate,
-                media_type,
                 is_json,
                 errors,
             };
@@ -278,7 +330,6 @@ pub(crate) fn decode(data: &[u8], content_type: Option<&str>) -> Decoded {
     Decoded {
         text,
         encoding: "iso-8859-2".into(),
-        media_type,
         is_json,
         errors,
     }
@@ -300,22 +351,37 @@ mod tests {
         assert_eq!(enc(decl_latin, None), ("iso-8859-1".into(), false));
         assert_eq!(enc(b"<rss/>", None), ("utf-8".into(), false));
         // application/xml: charset, else declaration, else utf-8.
-        assert_eq!(enc(decl_latin, Some("application/xml")), ("iso-8859-1".into(), false));
+        assert_eq!(
+            enc(decl_latin, Some("application/xml")),
+            ("iso-8859-1".into(), false)
+        );
         assert_eq!(
             enc(decl_latin, Some("application/rss+xml; charset='us-ascii'")),
             ("us-ascii".into(), false)
         );
-        assert_eq!(enc(b"<rss/>", Some("application/atom+xml")), ("utf-8".into(), false));
+        assert_eq!(
+            enc(b"<rss/>", Some("application/atom+xml")),
+            ("utf-8".into(), false)
+        );
         // text/xml: charset, else us-ascii, declaration ignored.
-        assert_eq!(enc(decl_latin, Some("text/xml")), ("us-ascii".into(), false));
+        assert_eq!(
+            enc(decl_latin, Some("text/xml")),
+            ("us-ascii".into(), false)
+        );
         assert_eq!(
             enc(decl_latin, Some("text/xml;charset = windows-1252")),
             ("windows-1252".into(), false)
         );
         // A bogus parameter is not a charset.
-        assert_eq!(enc(b"<rss/>", Some("text/xml; charset:iso-8859-1")), ("us-ascii".into(), false));
+        assert_eq!(
+            enc(b"<rss/>", Some("text/xml; charset:iso-8859-1")),
+            ("us-ascii".into(), false)
+        );
         // gb2312 is read as its superset.
-        assert_eq!(enc(b"<rss/>", Some("application/xml; charset=gb2312")).0, "gb18030");
+        assert_eq!(
+            enc(b"<rss/>", Some("application/xml; charset=gb2312")).0,
+            "gb18030"
+        );
     }
 
     #[test]
@@ -327,8 +393,21 @@ mod tests {
         assert!(d.text.contains('é'));
         // Not a feed media type at all.
         assert!(enc(b"<rss/>", Some("text/plain")).1);
+        // Undeclared Cyrillic in KOI8-R is recognized.
+        let koi8: &[u8] = b"<rss><title>\xf0\xd2\xc9\xd7\xc5\xd4, \xcd\xc9\xd2! \xfc\xd4\xcf \xd4\xc5\xd3\xd4\xcf\xd7\xd9\xca \xd4\xc5\xcb\xd3\xd4 \xce\xc1 \xd2\xd5\xd3\xd3\xcb\xcf\xcd \xd1\xda\xd9\xcb\xc5.</title></rss>";
+        let d = decode(koi8, None);
+        assert!(d.encoding.starts_with("koi8"), "{}", d.encoding);
+        assert!(
+            d.text
+                .contains("\u{41f}\u{440}\u{438}\u{432}\u{435}\u{442}"),
+            "{}",
+            d.text
+        );
         // Undecodable as declared: windows-1252 wins.
-        let d = decode(b"<?xml version='1.0' encoding='utf-8'?><rss>\xe9</rss>", None);
+        let d = decode(
+            b"<?xml version='1.0' encoding='utf-8'?><rss>\xe9</rss>",
+            None,
+        );
         assert_eq!(d.encoding, "windows-1252");
         assert!(d.text.contains('é'));
         // An unknown label.
@@ -353,7 +432,10 @@ mod tests {
         assert!(d.text.ends_with("<rss/>"));
         let d = decode(b"\xef\xbb\xbf<rss/>", None);
         assert_eq!(d.text, "<rss/>");
-        let d = decode(b"<?xml version='1.0' encoding='euc-kr'?><t>\xb3\xe2</t>", None);
+        let d = decode(
+            b"<?xml version='1.0' encoding='euc-kr'?><t>\xb3\xe2</t>",
+            None,
+        );
         assert!(d.text.contains('\u{b144}'), "{}", d.text);
     }
 

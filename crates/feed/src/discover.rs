@@ -89,7 +89,10 @@ mod tests {
     #[test]
     fn honours_base_href() {
         let page = br#"<head><base href="https://static.example/x/"><link rel=alternate type=application/atom+xml href=a.xml></head>"#;
-        assert_eq!(discover_feeds(page, "https://example.org/"), ["https://static.example/x/a.xml"]);
+        assert_eq!(
+            discover_feeds(page, "https://example.org/"),
+            ["https://static.example/x/a.xml"]
+        );
         assert!(discover_feeds(b"", "https://example.org/").is_empty());
     }
 }

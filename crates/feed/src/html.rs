@@ -32,8 +32,10 @@ pub(crate) enum HtmlToken<'a> {
     Comment(&'a str),
     /// `<!DOCTYPE ...>`, `<?...>`: dropped by every consumer.
     Declaration,
-    /// `<![CDATA[...]]>` inside HTML: not HTML, kept as text.
-    CData(&'a str),
+    /// The `<![CDATA[` opener of a CDATA section inside HTML, which HTML does not have. What
+    /// follows it is tokenized as HTML again (so markup cannot hide in it), and the opener is
+    /// kept as text.
+    CDataOpen,
 }
 
 pub(crate) struct HtmlTokenizer<'a> {
@@ -59,15 +61,14 @@ impl<'a> HtmlTokenizer<'a> {
     fn tag(&mut self) -> Option<HtmlToken<'a>> {
         let s = self.rest();
         let b = s.as_bytes();
-        if s.starts_with("<!--") {
-            let end = s[4..].find("-->")? + 4 + 3;
+        if let Some(body) = s.strip_prefix("<!--") {
+            let end = body.find("-->")? + 4 + 3;
             self.pos += end;
             return Some(HtmlToken::Comment(&s[..end]));
         }
         if s.starts_with("<![CDATA[") {
-            let end = s.find("]]>").map_or(s.len(), |e| e + 3);
-            self.pos += end;
-            return Some(HtmlToken::CData(&s[..end]));
+            self.pos += "<![CDATA[".len();
+            return Some(HtmlToken::CDataOpen);
         }
         if (s.starts_with("<!") && b.get(2).is_some_and(u8::is_ascii_alphabetic))
             || s.starts_with("<?")
@@ -76,7 +77,11 @@ impl<'a> HtmlTokenizer<'a> {
             self.pos += end;
             return Some(HtmlToken::Declaration);
         }
-        let (is_end, name_start) = if s.starts_with("</") { (true, 2) } else { (false, 1) };
+        let (is_end, name_start) = if s.starts_with("</") {
+            (true, 2)
+        } else {
+            (false, 1)
+        };
         if !b.get(name_start).is_some_and(u8::is_ascii_alphabetic) {
             return None;
         }
@@ -261,16 +266,109 @@ const URL_ATTRS: &[(&str, &str)] = &[
 
 /// The HTML elements that RSS "plain text" may contain and still be taken for HTML.
 const HTML_ELEMENTS: &[&str] = &[
-    "a", "abbr", "acronym", "address", "area", "article", "aside", "audio", "b", "big",
-    "blockquote", "br", "button", "canvas", "caption", "center", "cite", "code", "col",
-    "colgroup", "command", "datagrid", "datalist", "dd", "del", "details", "dfn", "dialog", "dir",
-    "div", "dl", "dt", "em", "event-source", "fieldset", "figcaption", "figure", "font", "footer",
-    "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "i", "img", "input", "ins", "kbd",
-    "keygen", "label", "legend", "li", "m", "map", "menu", "meter", "multicol", "nav", "nextid",
-    "noscript", "ol", "optgroup", "option", "output", "p", "pre", "progress", "q", "rp", "rt",
-    "ruby", "s", "samp", "section", "select", "small", "sound", "source", "spacer", "span",
-    "strike", "strong", "sub", "sup", "table", "tbody", "td", "textarea", "tfoot", "th", "thead",
-    "time", "tr", "tt", "u", "ul", "var", "video",
+    "a",
+    "abbr",
+    "acronym",
+    "address",
+    "area",
+    "article",
+    "aside",
+    "audio",
+    "b",
+    "big",
+    "blockquote",
+    "br",
+    "button",
+    "canvas",
+    "caption",
+    "center",
+    "cite",
+    "code",
+    "col",
+    "colgroup",
+    "command",
+    "datagrid",
+    "datalist",
+    "dd",
+    "del",
+    "details",
+    "dfn",
+    "dialog",
+    "dir",
+    "div",
+    "dl",
+    "dt",
+    "em",
+    "event-source",
+    "fieldset",
+    "figcaption",
+    "figure",
+    "font",
+    "footer",
+    "form",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "header",
+    "hr",
+    "i",
+    "img",
+    "input",
+    "ins",
+    "kbd",
+    "keygen",
+    "label",
+    "legend",
+    "li",
+    "m",
+    "map",
+    "menu",
+    "meter",
+    "multicol",
+    "nav",
+    "nextid",
+    "noscript",
+    "ol",
+    "optgroup",
+    "option",
+    "output",
+    "p",
+    "pre",
+    "progress",
+    "q",
+    "rp",
+    "rt",
+    "ruby",
+    "s",
+    "samp",
+    "section",
+    "select",
+    "small",
+    "sound",
+    "source",
+    "spacer",
+    "span",
+    "strike",
+    "strong",
+    "sub",
+    "sup",
+    "table",
+    "tbody",
+    "td",
+    "textarea",
+    "tfoot",
+    "th",
+    "thead",
+    "time",
+    "tr",
+    "tt",
+    "u",
+    "ul",
+    "var",
+    "video",
 ];
 
 const SVG_NS: &str = "http://www.w3.org/2000/svg";
@@ -329,10 +427,7 @@ pub(crate) fn normalize(html: &str, base: &str, xhtml: bool) -> String {
             HtmlToken::Text(t) => push_text(&mut out, t),
             HtmlToken::Comment(c) => out.push_str(c),
             HtmlToken::Declaration => {}
-            HtmlToken::CData(c) => {
-                out.push_str("&lt;");
-                push_text(&mut out, &c[1..]);
-            }
+            HtmlToken::CDataOpen => out.push_str("&lt;![CDATA["),
             HtmlToken::Start {
                 name,
                 attrs,
@@ -343,10 +438,18 @@ pub(crate) fn normalize(html: &str, base: &str, xhtml: bool) -> String {
                 if opens_foreign {
                     foreign += 1;
                 }
-                let tag: Cow<'_, str> = if foreign > 0 { Cow::Borrowed(name) } else { Cow::Owned(lower.clone()) };
+                let tag: Cow<'_, str> = if foreign > 0 {
+                    Cow::Borrowed(name)
+                } else {
+                    Cow::Owned(lower.clone())
+                };
                 let mut list: Vec<(String, String)> = Vec::with_capacity(attrs.len() + 1);
                 for (k, v) in &attrs {
-                    let key = if foreign > 0 { k.to_string() } else { k.to_ascii_lowercase() };
+                    let key = if foreign > 0 {
+                        k.to_string()
+                    } else {
+                        k.to_ascii_lowercase()
+                    };
                     let lkey = key.to_ascii_lowercase();
                     let mut value = match v {
                         Some(v) => entities::decode_html_entities(v).into_owned(),
@@ -371,7 +474,9 @@ pub(crate) fn normalize(html: &str, base: &str, xhtml: bool) -> String {
                 }
                 if foreign > 0
                     && list.iter().any(|(k, _)| k.starts_with("xlink:"))
-                    && !list.iter().any(|(k, v)| k == "xmlns:xlink" && v == XLINK_NS)
+                    && !list
+                        .iter()
+                        .any(|(k, v)| k == "xmlns:xlink" && v == XLINK_NS)
                 {
                     list.push(("xmlns:xlink".into(), XLINK_NS.into()));
                 }
@@ -470,9 +575,37 @@ pub(crate) fn looks_like_html(s: &str) -> bool {
 }
 
 const BLOCK: &[&str] = &[
-    "address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "figcaption",
-    "figure", "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "nav", "ol", "p",
-    "pre", "section", "table", "td", "th", "tr", "ul",
+    "address",
+    "article",
+    "aside",
+    "blockquote",
+    "br",
+    "dd",
+    "div",
+    "dl",
+    "dt",
+    "figcaption",
+    "figure",
+    "footer",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "header",
+    "hr",
+    "li",
+    "nav",
+    "ol",
+    "p",
+    "pre",
+    "section",
+    "table",
+    "td",
+    "th",
+    "tr",
+    "ul",
 ];
 
 /// Plain text from HTML for IM and SMS: tags dropped (script and style with their content),
@@ -483,10 +616,8 @@ pub fn to_plain_text(html: &str) -> String {
     let mut skip_depth = 0usize;
     for token in HtmlTokenizer::new(html) {
         match token {
-            HtmlToken::Text(t) if skip_depth == 0 => text.push_str(&entities::decode_html_entities(t)),
-            HtmlToken::CData(c) if skip_depth == 0 => {
-                let inner = c.strip_prefix("<![CDATA[").unwrap_or(c);
-                text.push_str(inner.strip_suffix("]]>").unwrap_or(inner));
+            HtmlToken::Text(t) if skip_depth == 0 => {
+                text.push_str(&entities::decode_html_entities(t))
             }
             HtmlToken::Start {
                 name,
@@ -497,7 +628,9 @@ pub fn to_plain_text(html: &str) -> String {
                 if matches!(lower.as_str(), "script" | "style") && !self_closing {
                     skip_depth += 1;
                 } else if lower == "img" {
-                    if let Some((_, Some(alt))) = attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case("alt")) {
+                    if let Some((_, Some(alt))) =
+                        attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case("alt"))
+                    {
                         text.push(' ');
                         text.push_str(&entities::decode_html_entities(alt));
                         text.push(' ');
@@ -549,15 +682,30 @@ mod tests {
             normalize("article title<br /><br/> byline<BR>", "", false),
             "article title<br /><br /> byline<br />"
         );
-        assert_eq!(normalize("<P CLASS=x>a</P>", "", false), "<p class=\"x\">a</p>");
+        assert_eq!(
+            normalize("<P CLASS=x>a</P>", "", false),
+            "<p class=\"x\">a</p>"
+        );
         assert_eq!(
             normalize("<a title='t' href=\"/x\">y</a>", "http://h.test/a/b", false),
             "<a href=\"http://h.test/x\" title=\"t\">y</a>"
         );
-        assert_eq!(normalize("<a href=\" /u \">x</a>", "http://h.test/", false), "<a href=\"http://h.test/u\">x</a>");
-        assert_eq!(normalize("<a href=\"javascript:x()\">x</a>", "http://h.test/", false), "<a href=\"\">x</a>");
-        assert_eq!(normalize("a & b &amp; c &bogus; &#146;", "", false), "a &amp; b &amp; c &amp;bogus; &#x2019;");
-        assert_eq!(normalize("<code>&lt;br /></code>", "", false), "<code>&lt;br /></code>");
+        assert_eq!(
+            normalize("<a href=\" /u \">x</a>", "http://h.test/", false),
+            "<a href=\"http://h.test/u\">x</a>"
+        );
+        assert_eq!(
+            normalize("<a href=\"javascript:x()\">x</a>", "http://h.test/", false),
+            "<a href=\"\">x</a>"
+        );
+        assert_eq!(
+            normalize("a & b &amp; c &bogus; &#146;", "", false),
+            "a &amp; b &amp; c &amp;bogus; &#x2019;"
+        );
+        assert_eq!(
+            normalize("<code>&lt;br /></code>", "", false),
+            "<code>&lt;br /></code>"
+        );
         assert_eq!(normalize("<p/>", "", false), "<p></p>");
         assert_eq!(normalize("1 < 2", "", false), "1 &lt; 2");
     }
@@ -589,7 +737,9 @@ mod tests {
     #[test]
     fn plain_text() {
         assert_eq!(
-            to_plain_text("<p>Hello&nbsp;<b>world</b></p><p>again &amp; again</p><script>x()</script>"),
+            to_plain_text(
+                "<p>Hello&nbsp;<b>world</b></p><p>again &amp; again</p><script>x()</script>"
+            ),
             "Hello world again & again"
         );
         assert_eq!(to_plain_text("a<br>b"), "a b");

@@ -61,7 +61,8 @@ pub(crate) fn parse(text: &str, base: &str) -> JsonRaw {
         return raw;
     }
     let version = string(&doc, "version").unwrap_or_default();
-    raw.is_json_feed = version.starts_with("https://jsonfeed.org/version/") || doc.get("items").is_some_and(Value::is_array);
+    raw.is_json_feed = version.starts_with("https://jsonfeed.org/version/")
+        || doc.get("items").is_some_and(Value::is_array);
     if !raw.is_json_feed {
         raw.errors.push("JSON document is not a JSON Feed".into());
         return raw;
@@ -106,8 +107,10 @@ pub(crate) fn parse(text: &str, base: &str) -> JsonRaw {
     for item in items.iter().filter(|i| i.is_object()) {
         let mut e = Ctx::default();
         e.id = string(item, "id");
-        e.has_guid = e.id.is_some();
-        e.link = resolve(&base, string(item, "url").or_else(|| string(item, "external_url")));
+        e.link = resolve(
+            &base,
+            string(item, "url").or_else(|| string(item, "external_url")),
+        );
         e.title = string(item, "title").map(|t| escape_text(&t).into_owned());
         e.summary = string(item, "summary").map(|t| escape_text(&t).into_owned());
         let content = match string(item, "content_html") {
@@ -172,7 +175,10 @@ mod tests {
         let e = &r.entries[0];
         assert_eq!(e.id.as_deref(), Some("1"));
         assert_eq!(e.link.as_deref(), Some("https://example.org/a"));
-        assert_eq!(e.content[0], "<p>Hi <a href=\"https://example.org/x\">x</a></p>");
+        assert_eq!(
+            e.content[0],
+            "<p>Hi <a href=\"https://example.org/x\">x</a></p>"
+        );
         assert_eq!(e.published, Some(1_577_934_245));
         assert_eq!(e.author.as_deref(), Some("Ann"));
         assert_eq!(r.entries[1].content[0], "1 &lt; 2");

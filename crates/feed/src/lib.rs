@@ -8,19 +8,25 @@
 //! scored against feedparser's test corpus (`tests/conformance.rs`).
 //!
 //! Layout, in the order a document flows through it:
-//! - [`charset`]: bytes to text (HTTP charset, BOM, XML declaration; RFC 3023 precedence).
-//! - [`xml`]: a recovering XML tokenizer that notes well-formedness errors, decodes HTML
+//! - `charset`: bytes to text (HTTP charset, BOM, XML declaration; RFC 3023 precedence).
+//! - `xml`: a recovering XML tokenizer that notes well-formedness errors, decodes HTML
 //!   entities where feeds use them undeclared, and never expands a DTD entity.
-//! - [`builder`]: the element semantics of every XML format and the extension namespaces,
+//! - `builder`: the element semantics of every XML format and the extension namespaces,
 //!   including typed text constructs (text, escaped HTML, base64, inline XHTML).
-//! - [`json`]: JSON Feed.
-//! - [`html`]: the HTML inside feeds: normalization with relative-URL resolution,
+//! - `json`: JSON Feed.
+//! - `html`: the HTML inside feeds: normalization with relative-URL resolution,
 //!   [`sanitize_html`] (ammonia) for rendering, [`to_plain_text`] for IM/SMS.
-//! - [`url`]: string-based relative reference resolution (xml:base, Content-Location, URL).
-//! - [`date`]: RFC 822 and ISO 8601 dates in their many broken variants.
-//! - [`discover`]: feed autodiscovery in HTML pages.
-//! - [`entities`]: character and entity references.
-//! - this file: the public entry point, item identity and the public types ([`model`]).
+//! - `url`: string-based relative reference resolution (xml:base, Content-Location, URL).
+//! - `date`: RFC 822 and ISO 8601 dates in their many broken variants.
+//! - `discover`: feed autodiscovery in HTML pages.
+//! - `entities`: character and entity references.
+//! - `model`: the public input and output types (all `Serialize`).
+//! - this file: [`parse`], which ties the above together, and item identity.
+//!
+//! Tests: unit tests beside the code; `tests/conformance.rs` (feedparser's corpus, with a
+//! pass-rate floor, and the sanitizer against its hostile documents); `tests/robustness.rs`
+//! (truncated and corrupted corpus documents, pathological inputs). `examples/parse.rs`
+//! prints the JSON of a file.
 
 mod builder;
 mod charset;
@@ -99,7 +105,10 @@ fn feed_meta(feed: Ctx, image: Option<Ctx>) -> FeedMeta {
             .collect()
     };
     let mut seen = HashSet::new();
-    let hubs: Vec<String> = link_of("hub").into_iter().filter(|h| seen.insert(h.clone())).collect();
+    let hubs: Vec<String> = link_of("hub")
+        .into_iter()
+        .filter(|h| seen.insert(h.clone()))
+        .collect();
     let self_url = link_of("self").into_iter().next();
     let image = non_empty(image.and_then(|i| i.href))
         .or_else(|| non_empty(feed.itunes_image.clone()))
@@ -112,7 +121,26 @@ fn feed_meta(feed: Ctx, image: Option<Ctx>) -> FeedMeta {
         author: non_empty(feed.author),
         language: non_empty(feed.language),
         updated: feed.updated.or(feed.published),
-        ttl: feed.ttl.and_then(|t| t.trim().parse().ok()),
+        ttl: feed
+            .ttl
+            .as_deref()
+            .and_then(|t| t.trim().parse().ok())
+            .or_else(|| {
+                // RSS 1.0's syndication module says "hourly, twice": 30 minutes.
+                let minutes: u32 = match feed.update_period.as_deref()?.trim() {
+                    "hourly" => 60,
+                    "daily" => 1440,
+                    "weekly" => 10_080,
+                    "monthly" => 43_200,
+                    "yearly" => 525_600,
+                    _ => return None,
+                };
+                let times: u32 = feed
+                    .update_frequency
+                    .as_deref()
+                    .map_or(Some(1), |f| f.trim().parse().ok())?;
+                (times > 0).then(|| minutes / times)
+            }),
         hubs,
         self_url,
         image,
@@ -123,7 +151,7 @@ fn feed_meta(feed: Ctx, image: Option<Ctx>) -> FeedMeta {
 /// Build items and give each a stable id, unique within the document: its guid; for items
 /// without one, or whose guid an earlier item already used, its link; then a hash of its
 /// text. An item identical to an earlier one gets the hash with an occurrence suffix.
-fn items(entries: Vec<Ctx>) -> Vec<Item> {
+fn items(entries: Vec<Ctx>, inherited_author: Option<&str>) -> Vec<Item> {
     let mut used: HashSet<String> = HashSet::new();
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
@@ -188,7 +216,7 @@ fn items(entries: Vec<Ctx>) -> Vec<Item> {
             link,
             summary,
             content,
-            author: non_empty(e.author),
+            author: non_empty(e.author).or_else(|| inherited_author.map(str::to_string)),
             published: e.published,
             updated: e.updated,
             enclosures,
@@ -200,12 +228,40 @@ fn items(entries: Vec<Ctx>) -> Vec<Item> {
     out
 }
 
+/// A JSON Feed document.
+fn parse_json(
+    text: &str,
+    base: &str,
+    language: Option<&str>,
+    mut errors: Vec<String>,
+    encoding: String,
+) -> ParsedFeed {
+    let raw = json::parse(text, base);
+    errors.extend(raw.errors);
+    let format = if raw.is_json_feed {
+        Format::JsonFeed
+    } else {
+        Format::Unknown
+    };
+    let mut feed = feed_meta(raw.feed, None);
+    if feed.language.is_none() {
+        feed.language = non_empty(language.map(str::to_string));
+    }
+    ParsedFeed {
+        format,
+        bozo: !errors.is_empty(),
+        warnings: errors,
+        encoding,
+        feed,
+        items: items(raw.entries, None),
+    }
+}
+
 /// Parse a fetched document into a feed. Never panics, never errors: see [`ParsedFeed`].
 pub fn parse(input: FeedInput<'_>) -> ParsedFeed {
     let decoded = charset::decode(input.body, input.content_type);
     let base = base_uri(&input);
     let mut errors = decoded.errors;
-    let mut warnings = Vec::new();
     let trimmed = decoded.text.trim_start_matches('\u{FEFF}').trim_start();
 
     if trimmed.is_empty() {
@@ -219,38 +275,39 @@ pub fn parse(input: FeedInput<'_>) -> ParsedFeed {
             items: Vec::new(),
         };
     }
-
-    let use_json = decoded.is_json || (decoded.media_type.is_empty() && trimmed.starts_with('{'));
-    if use_json && !trimmed.starts_with('<') {
-        let raw = json::parse(&decoded.text, &base);
-        errors.extend(raw.errors);
-        let format = if raw.is_json_feed { Format::JsonFeed } else { Format::Unknown };
-        let mut feed = feed_meta(raw.feed, None);
-        if feed.language.is_none() {
-            feed.language = non_empty(input.content_language.map(str::to_string));
-        }
-        return ParsedFeed {
-            format,
-            bozo: !errors.is_empty(),
-            warnings: errors,
-            encoding: decoded.encoding,
-            feed,
-            items: items(raw.entries),
-        };
+    let looks_like_json = trimmed.starts_with('{');
+    if decoded.is_json && looks_like_json {
+        return parse_json(
+            &decoded.text,
+            &base,
+            input.content_language,
+            errors,
+            decoded.encoding,
+        );
     }
-    if use_json {
-        errors.push("served as JSON but looks like XML".into());
+    if decoded.is_json {
+        errors.push("served as JSON but is not JSON".into());
     }
 
     let raw = builder::build(
         &decoded.text,
         builder::Options {
-            base,
+            base: base.clone(),
             lang: input.content_language.map(str::to_string),
         },
     );
+    if raw.root.is_none() && looks_like_json {
+        // JSON served with an XML (or no) media type.
+        errors.push("served as XML but is JSON".into());
+        return parse_json(
+            &decoded.text,
+            &base,
+            input.content_language,
+            errors,
+            decoded.encoding,
+        );
+    }
     errors.extend(raw.errors);
-    warnings.extend(raw.notes);
     let mut version = raw.version;
     if version == Version::None && raw.root.as_deref() == Some("rdf:rdf") {
         version = Version::Rss10;
@@ -258,17 +315,25 @@ pub fn parse(input: FeedInput<'_>) -> ParsedFeed {
     let format = format_of(version);
     if format == Format::Unknown {
         let root = raw.root.as_deref().unwrap_or("nothing");
-        errors.push(format!("not a feed: the document's root element is <{root}>"));
+        errors.push(format!(
+            "not a feed: the document's root element is <{root}>"
+        ));
     }
     let bozo = !errors.is_empty();
-    errors.extend(warnings);
+    errors.extend(raw.notes);
+    let feed = feed_meta(raw.feed, raw.image);
+    // Atom (RFC 4287, 4.2.1): an entry without an author has the feed's.
+    let inherited = matches!(format, Format::Atom03 | Format::Atom10)
+        .then_some(feed.author.as_deref())
+        .flatten();
+    let items = items(raw.entries, inherited);
     ParsedFeed {
         format,
         bozo,
         warnings: errors,
         encoding: decoded.encoding,
-        feed: feed_meta(raw.feed, raw.image),
-        items: items(raw.entries),
+        feed,
+        items,
     }
 }
 
@@ -330,7 +395,11 @@ mod tests {
             <item><title>e</title><guid>g</guid><link>http://x/4</link></item>
             <item><title>f</title><link>http://x/1</link></item>
             </channel></rss>"#);
-        let ids: Vec<(&str, IdSource)> = f.items.iter().map(|i| (i.id.as_str(), i.id_source)).collect();
+        let ids: Vec<(&str, IdSource)> = f
+            .items
+            .iter()
+            .map(|i| (i.id.as_str(), i.id_source))
+            .collect();
         assert_eq!(ids[0], ("http://x/1", IdSource::Link));
         assert_eq!(ids[1].1, IdSource::ContentHash);
         assert!(ids[1].0.starts_with("sha256:"));
@@ -342,26 +411,32 @@ mod tests {
         let unique: HashSet<&str> = ids.iter().map(|(i, _)| *i).collect();
         assert_eq!(unique.len(), ids.len());
         // Stable across parses.
-        let again = p(r#"<rss version="2.0"><channel><item><title>b</title></item></channel></rss>"#);
+        let again =
+            p(r#"<rss version="2.0"><channel><item><title>b</title></item></channel></rss>"#);
         assert_eq!(again.items[0].id, ids[1].0);
     }
 
     #[test]
     fn atom_xhtml_content() {
-        let f = p(r#"<feed xmlns="http://www.w3.org/2005/Atom" xml:base="http://example.org/a/">
+        let f = p(
+            r#"<feed xmlns="http://www.w3.org/2005/Atom" xml:base="http://example.org/a/">
             <title type="xhtml"><div xmlns="http://www.w3.org/1999/xhtml">A <b>bold</b> title</div></title>
             <entry><id>tag:x,2020:1</id><title>1 &lt; 2</title>
             <link href="one.html"/>
             <content type="xhtml"><div xmlns="http://www.w3.org/1999/xhtml"><p>Hi <a href="../b">there</a><br/></p></div></content>
             <author><name>Ann</name><email>ann@example.org</email></author>
-            <updated>2002-09-07T00:00:01Z</updated></entry></feed>"#);
+            <updated>2002-09-07T00:00:01Z</updated></entry></feed>"#,
+        );
         assert!(!f.bozo, "{:?}", f.warnings);
         assert_eq!(f.format, Format::Atom10);
         assert_eq!(f.feed.title.as_deref(), Some("A <b>bold</b> title"));
         let i = &f.items[0];
         assert_eq!(i.title.as_deref(), Some("1 &lt; 2"));
         assert_eq!(i.link.as_deref(), Some("http://example.org/a/one.html"));
-        assert_eq!(i.content.as_deref(), Some("<p>Hi <a href=\"http://example.org/b\">there</a><br /></p>"));
+        assert_eq!(
+            i.content.as_deref(),
+            Some("<p>Hi <a href=\"http://example.org/b\">there</a><br /></p>")
+        );
         assert_eq!(i.author.as_deref(), Some("Ann (ann@example.org)"));
         assert_eq!(i.updated, Some(1_031_356_801));
     }
@@ -379,13 +454,19 @@ mod tests {
         });
         assert_eq!(f.feed.link.as_deref(), Some("http://b.example/home"));
         assert_eq!(f.items[0].link.as_deref(), Some("http://b.example/x/p/1"));
-        assert_eq!(f.items[0].summary.as_deref(), Some("<img src=\"http://b.example/x/i.png\" />"));
+        assert_eq!(
+            f.items[0].summary.as_deref(),
+            Some("<img src=\"http://b.example/x/i.png\" />")
+        );
         let f = parse(FeedInput {
             body: doc,
             url: Some("http://a.example/feeds/rss"),
             ..FeedInput::default()
         });
-        assert_eq!(f.items[0].link.as_deref(), Some("http://a.example/feeds/p/1"));
+        assert_eq!(
+            f.items[0].link.as_deref(),
+            Some("http://a.example/feeds/p/1")
+        );
     }
 
     #[test]
@@ -394,7 +475,10 @@ mod tests {
         doc.push_str("<!ENTITY lol1 \"&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;\">");
         for i in 2..10 {
             let prev = i - 1;
-            doc.push_str(&format!("<!ENTITY lol{i} \"{}\">", format!("&lol{prev};").repeat(10)));
+            doc.push_str(&format!(
+                "<!ENTITY lol{i} \"{}\">",
+                format!("&lol{prev};").repeat(10)
+            ));
         }
         doc.push_str("]><rss version=\"2.0\"><channel><title>&lol9;</title></channel></rss>");
         let start = std::time::Instant::now();
@@ -405,7 +489,9 @@ mod tests {
         assert!(!title.contains("lollol"));
         assert!(f.warnings.iter().any(|w| w.contains("unexpanded")));
         // External entities are never fetched or expanded either.
-        let f = p(r#"<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><rss><channel><title>&x;</title></channel></rss>"#);
+        let f = p(
+            r#"<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><rss><channel><title>&x;</title></channel></rss>"#,
+        );
         assert_eq!(f.feed.title.as_deref(), Some("&amp;x;"));
     }
 
@@ -418,7 +504,9 @@ mod tests {
 
     #[test]
     fn recovers_from_broken_xml() {
-        let f = p("<rss version=\"2.0\"><channel><title>T</title><item><title>A & B</title><link>http://x/1</link></item><item><title>C</title></channel>");
+        let f = p(
+            "<rss version=\"2.0\"><channel><title>T</title><item><title>A & B</title><link>http://x/1</link></item><item><title>C</title></channel>",
+        );
         assert!(f.bozo);
         assert!(!f.warnings.is_empty());
         assert_eq!(f.items.len(), 2);
@@ -441,6 +529,47 @@ mod tests {
         assert_eq!(f.format, Format::JsonFeed);
         assert_eq!(f.items[0].id, "1");
         assert_eq!(f.items[0].content.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn scheduling_hints_and_inheritance() {
+        let f = p(
+            r#"<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" xmlns="http://purl.org/rss/1.0/"
+            xmlns:sy="http://purl.org/rss/1.0/modules/syndication/">
+            <channel rdf:about="http://x/"><title>t</title><sy:updatePeriod>hourly</sy:updatePeriod>
+            <sy:updateFrequency>2</sy:updateFrequency></channel>
+            <item rdf:about="http://x/1"><title>i</title></item></rdf:RDF>"#,
+        );
+        assert_eq!(f.format, Format::Rss10);
+        assert_eq!(f.feed.ttl, Some(30));
+        assert_eq!(
+            (f.items[0].id.as_str(), f.items[0].id_source),
+            ("http://x/1", IdSource::Guid)
+        );
+        let f = p(
+            r#"<feed xmlns="http://www.w3.org/2005/Atom"><author><name>Feed Author</name></author>
+            <entry><id>a</id></entry><entry><id>b</id><author><name>Own</name></author></entry></feed>"#,
+        );
+        assert_eq!(f.items[0].author.as_deref(), Some("Feed Author"));
+        assert_eq!(f.items[1].author.as_deref(), Some("Own"));
+    }
+
+    #[test]
+    fn json_with_the_wrong_media_type() {
+        let f = parse(FeedInput {
+            body: br#"{"version":"https://jsonfeed.org/version/1.1","title":"J","items":[]}"#,
+            content_type: Some("application/rss+xml"),
+            ..FeedInput::default()
+        });
+        assert_eq!(f.format, Format::JsonFeed);
+        assert!(f.bozo);
+        let f = parse(FeedInput {
+            body: b"<rss version=\"2.0\"><channel><title>x</title></channel></rss>",
+            content_type: Some("application/json"),
+            ..FeedInput::default()
+        });
+        assert_eq!(f.format, Format::Rss20);
+        assert_eq!(f.feed.title.as_deref(), Some("x"));
     }
 
     #[test]

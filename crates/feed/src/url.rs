@@ -248,14 +248,23 @@ mod tests {
 
     #[test]
     fn feed_cases() {
-        assert_eq!(resolve("", "HTTP://www.example.org/thing"), "HTTP://www.example.org/thing");
+        assert_eq!(
+            resolve("", "HTTP://www.example.org/thing"),
+            "HTTP://www.example.org/thing"
+        );
         assert_eq!(
             resolve("http://127.0.0.1:8097/tests/x.xml", "/relative/uri"),
             "http://127.0.0.1:8097/relative/uri"
         );
-        assert_eq!(resolve("http://a/b", "tag:example.com,2004:x"), "tag:example.com,2004:x");
+        assert_eq!(
+            resolve("http://a/b", "tag:example.com,2004:x"),
+            "tag:example.com,2004:x"
+        );
         assert_eq!(resolve("tag:x", "y"), "y");
-        assert_eq!(resolve("http://any.test/", "\u{c0}"), "http://any.test/\u{c0}");
+        assert_eq!(
+            resolve("http://any.test/", "\u{c0}"),
+            "http://any.test/\u{c0}"
+        );
         assert_eq!(resolve("", "http:////example.com/"), "http://example.com/");
         assert_eq!(resolve("http://example.com", "a"), "http://example.com/a");
     }
@@ -263,8 +272,14 @@ mod tests {
     #[test]
     fn safety() {
         assert_eq!(safe_absolute("http://a/", "javascript:alert(1)"), None);
-        assert_eq!(safe_absolute("http://a/", "/x").as_deref(), Some("http://a/x"));
+        assert_eq!(
+            safe_absolute("http://a/", "/x").as_deref(),
+            Some("http://a/x")
+        );
         assert_eq!(safe_absolute("javascript:alert(1)", ""), None);
-        assert_eq!(safe_absolute("/feed/pg.cgi", "").as_deref(), Some("/feed/pg.cgi"));
+        assert_eq!(
+            safe_absolute("/feed/pg.cgi", "").as_deref(),
+            Some("/feed/pg.cgi")
+        );
     }
 }

@@ -66,7 +66,18 @@ fn is_name_start(c: char) -> bool {
 fn is_name_char(b: u8) -> bool {
     !matches!(
         b,
-        b' ' | b'\t' | b'\n' | b'\r' | b'=' | b'>' | b'<' | b'/' | b'"' | b'\'' | b'&' | b'?' | b'!'
+        b' ' | b'\t'
+            | b'\n'
+            | b'\r'
+            | b'='
+            | b'>'
+            | b'<'
+            | b'/'
+            | b'"'
+            | b'\''
+            | b'&'
+            | b'?'
+            | b'!'
     )
 }
 
@@ -95,7 +106,10 @@ impl<'a> Tokenizer<'a> {
 
     fn line_at(&self, pos: usize) -> usize {
         let end = pos.min(self.src.len());
-        1 + self.src.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count()
+        1 + self.src.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
     }
 
     fn error(&mut self, pos: usize, msg: impl Into<String>) {
@@ -116,7 +130,9 @@ impl<'a> Tokenizer<'a> {
     }
 
     fn starts_with(&self, at: usize, s: &str) -> bool {
-        self.bytes().get(at..).is_some_and(|b| b.starts_with(s.as_bytes()))
+        self.bytes()
+            .get(at..)
+            .is_some_and(|b| b.starts_with(s.as_bytes()))
     }
 
     fn find_from(&self, at: usize, needle: &str) -> Option<usize> {
@@ -260,7 +276,8 @@ impl<'a> Tokenizer<'a> {
                     let rest = &self.src[i + 8..];
                     let rest = rest.trim_start();
                     if !rest.starts_with('%') {
-                        let name: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                        let name: String =
+                            rest.chars().take_while(|c| !c.is_whitespace()).collect();
                         if !name.is_empty() && self.declared_entities.len() < 1024 {
                             self.declared_entities.insert(name);
                         }
@@ -312,7 +329,10 @@ impl<'a> Tokenizer<'a> {
             let attr_name = self.read_name();
             if attr_name.is_empty() {
                 self.error(attr_start, format!("junk in start tag <{name}>"));
-                self.pos += self.src[self.pos..].chars().next().map_or(1, char::len_utf8);
+                self.pos += self.src[self.pos..]
+                    .chars()
+                    .next()
+                    .map_or(1, char::len_utf8);
                 continue;
             }
             if !had_ws {
@@ -330,11 +350,10 @@ impl<'a> Tokenizer<'a> {
                             Some(e) => vstart + e,
                             None => {
                                 self.error(attr_start, "unterminated attribute value");
-                                let stop = self.bytes()[vstart..]
+                                self.bytes()[vstart..]
                                     .iter()
                                     .position(|&c| c == b'>')
-                                    .map_or(self.src.len(), |p| vstart + p);
-                                stop
+                                    .map_or(self.src.len(), |p| vstart + p)
                             }
                         };
                         let raw = &self.src[vstart..vend];
@@ -348,7 +367,10 @@ impl<'a> Tokenizer<'a> {
                         self.decode(raw, attr_start, true)
                     }
                     _ => {
-                        self.error(attr_start, format!("unquoted value for attribute {attr_name}"));
+                        self.error(
+                            attr_start,
+                            format!("unquoted value for attribute {attr_name}"),
+                        );
                         let vstart = self.pos;
                         while let Some(&b) = self.bytes().get(self.pos) {
                             if b.is_ascii_whitespace() || b == b'>' || b == b'<' {
@@ -406,7 +428,11 @@ impl<'a> Tokenizer<'a> {
                 .iter()
                 .position(|&b| b == b'<' || b == b'>')
                 .map_or(self.src.len(), |p| self.pos + p);
-            self.pos = if self.bytes().get(next) == Some(&b'>') { next + 1 } else { next };
+            self.pos = if self.bytes().get(next) == Some(&b'>') {
+                next + 1
+            } else {
+                next
+            };
         }
         let floor = self.stack.len().saturating_sub(MAX_CLOSE_DEPTH);
         let window = &self.stack[floor..];
@@ -482,7 +508,8 @@ impl<'a> Tokenizer<'a> {
                     } else if !content.is_empty() {
                         self.pending.push_back(Token::Text(Cow::Borrowed(content)));
                     }
-                } else if b[start..].len() >= 9 && b[start + 2..start + 9].eq_ignore_ascii_case(b"DOCTYPE")
+                } else if b[start..].len() >= 9
+                    && b[start + 2..start + 9].eq_ignore_ascii_case(b"DOCTYPE")
                 {
                     self.doctype(start);
                 } else {
@@ -491,7 +518,12 @@ impl<'a> Tokenizer<'a> {
                 }
             }
             Some(b'/') => self.end_tag(start),
-            Some(_) if self.src[start + 1..].chars().next().is_some_and(is_name_start) => {
+            Some(_)
+                if self.src[start + 1..]
+                    .chars()
+                    .next()
+                    .is_some_and(is_name_start) =>
+            {
                 self.start_tag(start)
             }
             _ => {
@@ -589,7 +621,8 @@ mod tests {
 
     #[test]
     fn recovers() {
-        let (toks, errs) = tokens("<rss><channel><title>a &rArr; b &foo; & c</title><item></channel></rss");
+        let (toks, errs) =
+            tokens("<rss><channel><title>a &rArr; b &foo; & c</title><item></channel></rss");
         assert!(!errs.is_empty());
         assert_eq!(
             toks,
@@ -625,7 +658,21 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        for src in ["<", "</", "<a", "<a b", "<a b=", "<a b='", "&", "<!", "<![CDATA[", "<?", "<a></b>", "<é/>", "<a\u{0}>"] {
+        for src in [
+            "<",
+            "</",
+            "<a",
+            "<a b",
+            "<a b=",
+            "<a b='",
+            "&",
+            "<!",
+            "<![CDATA[",
+            "<?",
+            "<a></b>",
+            "<é/>",
+            "<a\u{0}>",
+        ] {
             let _ = tokens(src);
         }
     }

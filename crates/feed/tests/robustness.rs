@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use tidings_feed::{FeedInput, discover_feeds, parse, sanitize_html, to_plain_text};
 
 fn corpus_files() -> Vec<PathBuf> {
-    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus/feedparser"));
+    let dir = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/corpus/feedparser"
+    ));
     assert!(
         dir.join("expectations.jsonl").is_file(),
         "the feedparser corpus is missing at {}",
@@ -27,7 +30,11 @@ fn corpus_files() -> Vec<PathBuf> {
         }
     }
     files.sort();
-    assert!(files.len() > 2000, "expected the full corpus, found {}", files.len());
+    assert!(
+        files.len() > 2000,
+        "expected the full corpus, found {}",
+        files.len()
+    );
     files
 }
 
@@ -43,14 +50,33 @@ impl Rng {
     }
 
     fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
     }
 }
 
 fn variants(body: &[u8], rng: &mut Rng) -> Vec<Vec<u8>> {
     let n = body.len();
     let mut out = Vec::new();
-    let mut cuts = vec![0, 1, 2, 3, 5, 8, 13, 21, n / 7, n / 3, n / 2, 2 * n / 3, n.saturating_sub(2), n.saturating_sub(1)];
+    let mut cuts = vec![
+        0,
+        1,
+        2,
+        3,
+        5,
+        8,
+        13,
+        21,
+        n / 7,
+        n / 3,
+        n / 2,
+        2 * n / 3,
+        n.saturating_sub(2),
+        n.saturating_sub(1),
+    ];
     for _ in 0..4 {
         cuts.push(rng.below(n + 1));
     }
@@ -67,7 +93,7 @@ fn variants(body: &[u8], rng: &mut Rng) -> Vec<Vec<u8>> {
         }
         for _ in 0..=round {
             let i = rng.below(v.len());
-            v[i] = if rng.next() % 2 == 0 {
+            v[i] = if rng.next().is_multiple_of(2) {
                 SPECIAL[rng.below(SPECIAL.len())]
             } else {
                 v[i] ^ (1 << rng.below(8))
@@ -83,7 +109,12 @@ fn mutated_corpus_never_panics() {
     let files = corpus_files();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut parsed = 0usize;
-    let content_types = [None, Some("text/xml"), Some("application/atom+xml; charset=utf-16"), Some("application/json")];
+    let content_types = [
+        None,
+        Some("text/xml"),
+        Some("application/atom+xml; charset=utf-16"),
+        Some("application/json"),
+    ];
     for file in &files {
         let body = std::fs::read(file).expect("read corpus file");
         for (k, v) in variants(&body, &mut rng).into_iter().enumerate() {
@@ -109,7 +140,11 @@ fn mutated_corpus_never_panics() {
             if result.is_err() {
                 let path = std::env::temp_dir().join("tidings-feed-panic.bin");
                 let _ = std::fs::write(&path, &v);
-                panic!("panic on a variant of {} (content type {ct:?}), saved to {}", file.display(), path.display());
+                panic!(
+                    "panic on a variant of {} (content type {ct:?}), saved to {}",
+                    file.display(),
+                    path.display()
+                );
             }
             parsed += 1;
         }
@@ -121,26 +156,49 @@ fn mutated_corpus_never_panics() {
 #[test]
 fn pathological_inputs() {
     let deep = "<a>".repeat(100_000);
-    let many_attrs = format!("<rss {}>", (0..10_000).map(|i| format!("a{i}='{i}'")).collect::<Vec<_>>().join(" "));
+    let many_attrs = format!(
+        "<rss {}>",
+        (0..10_000)
+            .map(|i| format!("a{i}='{i}'"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let unmatched = format!("<rss>{}{}", "<a>".repeat(50_000), "</b>".repeat(50_000));
     let namespaces = format!(
         "<rss {}><channel>{}</channel></rss>",
-        (0..5_000).map(|i| format!("xmlns:p{i}='urn:{i}'")).collect::<Vec<_>>().join(" "),
+        (0..5_000)
+            .map(|i| format!("xmlns:p{i}='urn:{i}'"))
+            .collect::<Vec<_>>()
+            .join(" "),
         "<x:y/>".repeat(50_000)
     );
     let declared = format!(
         "<!DOCTYPE rss [{}]><rss><channel><title>{}</title></channel></rss>",
-        (0..2_000).map(|i| format!("<!ENTITY e{i} 'x'>")).collect::<Vec<_>>().join(""),
+        (0..2_000)
+            .map(|i| format!("<!ENTITY e{i} 'x'>"))
+            .collect::<Vec<_>>()
+            .join(""),
         "&e1999;".repeat(100_000)
     );
     let enclosures = format!(
         "<rss><channel><item>{}</item></channel></rss>",
-        (0..30_000).map(|i| format!("<enclosure url='http://x/{}'/><category>c{i}</category>", i % 1000)).collect::<String>()
+        (0..30_000)
+            .map(|i| format!(
+                "<enclosure url='http://x/{}'/><category>c{i}</category>",
+                i % 1000
+            ))
+            .collect::<String>()
     );
     let wide_tags = format!(
         "<rss><channel><item><description>{}</description></item></channel></rss>",
         (0..2_000)
-            .map(|_| format!("&lt;p {}&gt;x&lt;/p&gt;", (0..300).map(|i| format!("a{i}=1 A{i}=2")).collect::<Vec<_>>().join(" ")))
+            .map(|_| format!(
+                "&lt;p {}&gt;x&lt;/p&gt;",
+                (0..300)
+                    .map(|i| format!("a{i}=1 A{i}=2"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ))
             .collect::<String>()
     );
     let amps = "&".repeat(100_000);
@@ -152,7 +210,14 @@ fn pathological_inputs() {
         enclosures.as_str(),
         wide_tags.as_str(),
         deep.as_str(),
-        many_attrs.as_str(), amps.as_str(), entities.as_str(), "\u{FEFF}", "<?xml", "<!DOCTYPE [[[[", "{\"items\": [1, {\"id\": []}]}"] {
+        many_attrs.as_str(),
+        amps.as_str(),
+        entities.as_str(),
+        "\u{FEFF}",
+        "<?xml",
+        "<!DOCTYPE [[[[",
+        "{\"items\": [1, {\"id\": []}]}",
+    ] {
         let start = std::time::Instant::now();
         let _ = parse(FeedInput {
             body: doc.as_bytes(),
@@ -160,6 +225,10 @@ fn pathological_inputs() {
         });
         let _ = to_plain_text(doc);
         println!("{} bytes in {:?}", doc.len(), start.elapsed());
-        assert!(start.elapsed().as_secs() < 10, "too slow on a {}-byte input", doc.len());
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "too slow on a {}-byte input",
+            doc.len()
+        );
     }
 }
