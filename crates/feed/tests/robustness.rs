@@ -218,17 +218,17 @@ fn pathological_inputs() {
         "<!DOCTYPE [[[[",
         "{\"items\": [1, {\"id\": []}]}",
     ] {
-        let start = std::time::Instant::now();
-        let _ = parse(FeedInput {
+        // Completing at all is the assertion (no panic, no hang, no entity expansion); how
+        // fast is a benchmark's business, not a test's.
+        let parsed = parse(FeedInput {
             body: doc.as_bytes(),
             ..FeedInput::default()
         });
         let _ = to_plain_text(doc);
-        println!("{} bytes in {:?}", doc.len(), start.elapsed());
-        assert!(
-            start.elapsed().as_secs() < 10,
-            "too slow on a {}-byte input",
-            doc.len()
-        );
+        // Every declared entity stays unexpanded: the title never grows into "xxxx...".
+        if doc.starts_with("<!DOCTYPE rss [") {
+            let title = parsed.feed.title.unwrap_or_default();
+            assert!(!title.contains("xxxxxxxx"), "a DTD entity was expanded");
+        }
     }
 }
