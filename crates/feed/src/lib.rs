@@ -148,22 +148,83 @@ fn feed_meta(feed: Ctx, image: Option<Ctx>) -> FeedMeta {
     }
 }
 
-/// Build items and give each a stable id, unique within the document: its guid; for items
-/// without one, or whose guid an earlier item already used, its link; then a hash of its
-/// text. An item identical to an earlier one gets the hash with an occurrence suffix.
+/// Build items and give each a stable id, unique within the document.
+///
+/// An entry identical to an earlier one (same guid, link and text) is the same item sent
+/// twice and is dropped. Otherwise an item's id is its guid when no other item of the
+/// document shares that guid; else its link when no other item shares that link; else a
+/// hash of its text. Shared guids are common breakage (every item with the same guid), and
+/// using one for the first item that carries it would move the id from item to item as new
+/// ones arrive at the top: a guid that is not unique identifies nothing, so none of its
+/// holders use it.
 fn items(entries: Vec<Ctx>, inherited_author: Option<&str>) -> Vec<Item> {
-    let mut used: HashSet<String> = HashSet::new();
-    let mut out = Vec::with_capacity(entries.len());
-    for e in entries {
-        let title = non_empty(e.title);
-        let summary = non_empty(e.summary);
-        let content = e.content.into_iter().find_map(|c| non_empty(Some(c)));
-        let link = non_empty(e.link);
-        let guid = non_empty(e.id);
+    struct Keyed {
+        e: Ctx,
+        title: Option<String>,
+        summary: Option<String>,
+        content: Option<String>,
+        link: Option<String>,
+        guid: Option<String>,
+        hash: String,
+    }
+    let mut keyed: Vec<Keyed> = Vec::with_capacity(entries.len());
+    let mut copies: HashSet<(Option<String>, Option<String>, String)> = HashSet::new();
+    for mut e in entries {
+        let title = non_empty(e.title.take());
+        let summary = non_empty(e.summary.take());
+        let content = std::mem::take(&mut e.content)
+            .into_iter()
+            .find_map(|c| non_empty(Some(c)));
+        let link = non_empty(e.link.take());
+        let guid = non_empty(e.id.take());
         let hash = content_hash(title.as_deref(), summary.as_deref(), content.as_deref());
+        if !copies.insert((guid.clone(), link.clone(), hash.clone())) {
+            continue;
+        }
+        keyed.push(Keyed {
+            e,
+            title,
+            summary,
+            content,
+            link,
+            guid,
+            hash,
+        });
+    }
+    let mut guid_count: std::collections::HashMap<&str, usize> = Default::default();
+    let mut link_count: std::collections::HashMap<&str, usize> = Default::default();
+    for k in &keyed {
+        if let Some(g) = &k.guid {
+            *guid_count.entry(g).or_default() += 1;
+        }
+        if let Some(l) = &k.link {
+            *link_count.entry(l).or_default() += 1;
+        }
+    }
+    let unique = |m: &std::collections::HashMap<&str, usize>, v: &Option<String>| {
+        v.as_deref()
+            .filter(|v| m.get(v) == Some(&1))
+            .map(str::to_owned)
+    };
+    let picks: Vec<(Option<String>, Option<String>)> = keyed
+        .iter()
+        .map(|k| (unique(&guid_count, &k.guid), unique(&link_count, &k.link)))
+        .collect();
+    let mut used: HashSet<String> = HashSet::new();
+    let mut out = Vec::with_capacity(keyed.len());
+    for (k, (guid, link_id)) in keyed.into_iter().zip(picks) {
+        let Keyed {
+            e,
+            title,
+            summary,
+            content,
+            link,
+            hash,
+            ..
+        } = k;
         let candidates = [
             (guid, IdSource::Guid),
-            (link.clone(), IdSource::Link),
+            (link_id, IdSource::Link),
             (Some(hash.clone()), IdSource::ContentHash),
         ];
         let picked = candidates
@@ -400,14 +461,18 @@ mod tests {
             .iter()
             .map(|i| (i.id.as_str(), i.id_source))
             .collect();
-        assert_eq!(ids[0], ("http://x/1", IdSource::Link));
+        // The identical copy of "e" is dropped: six items remain.
+        assert_eq!(ids.len(), 6);
+        // "http://x/1" is shared by "a" and "f": neither uses it.
+        assert_eq!(ids[0].1, IdSource::ContentHash);
         assert_eq!(ids[1].1, IdSource::ContentHash);
         assert!(ids[1].0.starts_with("sha256:"));
-        assert_eq!(ids[2], ("g", IdSource::Guid));
-        assert_eq!(ids[3], ("http://x/4", IdSource::Link));
+        // "g" is shared by c, d and e: none uses it; c has a link of its own.
+        assert_eq!(ids[2], ("http://x/3", IdSource::Link));
+        // d and e share http://x/4 too: their text tells them apart.
+        assert_eq!(ids[3].1, IdSource::ContentHash);
         assert_eq!(ids[4].1, IdSource::ContentHash);
         assert_eq!(ids[5].1, IdSource::ContentHash);
-        assert_eq!(ids[6].1, IdSource::ContentHash);
         let unique: HashSet<&str> = ids.iter().map(|(i, _)| *i).collect();
         assert_eq!(unique.len(), ids.len());
         // Stable across parses.

@@ -275,7 +275,8 @@ impl SourceAvatar {
         w.fetching = true;
         // A watchdog: if the process dies during the fetch, this reminder polls again after
         // the restart. The result of the fetch replaces it with the real next poll.
-        let watchdog = now_ms() + 2 * cx.env().fetcher.config().total_timeout.as_millis() as i64 + 60_000;
+        let watchdog =
+            now_ms() + 2 * cx.env().fetcher.config().total_timeout.as_millis() as i64 + 60_000;
         if let Err(e) = cx.set_reminder(POLL, watchdog, String::new()).await {
             tracing::warn!(source = %self.source_id, error = %e, "poll watchdog not set");
         }

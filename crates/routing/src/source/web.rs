@@ -202,11 +202,9 @@ pub async fn fetch_and_parse(fetcher: &Fetcher, kind: WebKind, req: FetchRequest
         Ok(r) => r,
         Err(e) => return failed(None, fetch_error_text(&e), None),
     };
-    let moved_to = resp
-        .redirects
-        .iter()
-        .any(|(s, _)| *s == 301 || *s == 308)
-        .then(|| resp.final_url.clone());
+    // Only a leading run of permanent hops moves the source: a 301 to a 302 moves it to the
+    // 301's target, not to wherever the temporary hop pointed.
+    let moved_to = resp.permanent_redirect().map(str::to_owned);
     let hints = CacheHints {
         ttl_minutes: None,
         max_age: resp.cache_control_max_age,
