@@ -15,8 +15,9 @@
 //!   measures how long until every stream received it and every history holds it (a sample
 //!   polled over HTTP, plus an exact count in the SQLite `inbox` table with `--db`).
 //!
-//! Every scenario prints a human-readable summary followed by exactly one line of JSON
-//! (starting with `{"scenario":`) so scripts can collect results (see `scripts/bench`).
+//! Every scenario prints a human-readable summary followed by exactly one line of JSON (an
+//! object with a `scenario` key, last on stdout) so scripts can collect results (see
+//! `scripts/bench`). Progress goes to stderr.
 //! All loops are bounded by count and time. The tool refuses non-loopback URLs.
 
 mod fanout;
@@ -31,7 +32,11 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "tidings-load", version, about = "Load generator and benchmarks for tidings")]
+#[command(
+    name = "tidings-load",
+    version,
+    about = "Load generator and benchmarks for tidings"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,15 +65,36 @@ fn main() -> Result<()> {
             Command::Fanout(a) => fanout::run(a).await,
         }
     })?;
+    let mut json = json;
+    if let Some(obj) = json.as_object_mut() {
+        obj.insert(
+            "load_cpu_s".into(),
+            serde_json::json!(stats::round3(self_cpu_seconds())),
+        );
+    }
     // Exactly one JSON line, last on stdout, for scripts.
     println!("{json}");
     Ok(())
 }
 
+/// CPU time (user + system) this process has used, in seconds.
+fn self_cpu_seconds() -> f64 {
+    // SAFETY: an all-zero rusage is a valid value, and getrusage only writes into it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 /// Parses a duration like `10s`, `500ms`, `2m`, `1h` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: f64 = num
         .parse()
@@ -80,7 +106,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 86_400.0 {
+    if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
         return Err(format!("{s:?} is out of range (0 to 24h)"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -100,7 +126,9 @@ pub fn loopback_url(url: &str) -> Result<reqwest::Url> {
         Err(_) => bare.eq_ignore_ascii_case("localhost"),
     };
     if !ok {
-        bail!("--url {url:?}: only loopback addresses (127.0.0.0/8, ::1, localhost) may be targeted");
+        bail!(
+            "--url {url:?}: only loopback addresses (127.0.0.0/8, ::1, localhost) may be targeted"
+        );
     }
     if !u.path().ends_with('/') {
         let p = format!("{}/", u.path());
@@ -212,6 +240,9 @@ mod tests {
         assert!(loopback_url("http://10.0.0.1:8080").is_err());
         assert!(loopback_url("http://example.com").is_err());
         let u = loopback_url("http://127.0.0.1:8080/base").unwrap();
-        assert_eq!(endpoint(&u, "t").unwrap().as_str(), "http://127.0.0.1:8080/base/t");
+        assert_eq!(
+            endpoint(&u, "t").unwrap().as_str(),
+            "http://127.0.0.1:8080/base/t"
+        );
     }
 }

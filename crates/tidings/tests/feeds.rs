@@ -25,7 +25,8 @@ use serde_json::{Value, json};
 
 #[derive(Clone, Debug)]
 struct Item {
-    id: String,
+    /// The RSS guid / Atom id.
+    guid: String,
     title: String,
     /// HTML of the description (escaped into the feed).
     text: String,
@@ -119,7 +120,7 @@ impl SiteState {
                 xml_escape(&i.title),
                 self.base,
                 i.link,
-                xml_escape(&i.id),
+                xml_escape(&i.guid),
                 xml_escape(&i.text)
             ));
         }
@@ -138,7 +139,7 @@ impl SiteState {
                 "<entry><title>{}</title><id>urn:test:{}</id><link href=\"{}{}\"/>\
                  <updated>2024-01-01T00:00:00Z</updated><summary type=\"html\">{}</summary></entry>\n",
                 xml_escape(&i.title),
-                xml_escape(&i.id),
+                xml_escape(&i.guid),
                 self.base,
                 i.link,
                 xml_escape(&i.text)
@@ -322,7 +323,7 @@ impl Site {
             s.items.insert(
                 0,
                 Item {
-                    id: id.into(),
+                    guid: id.into(),
                     title: title.into(),
                     text: text.into(),
                     link: link.into(),
@@ -565,18 +566,72 @@ async fn new_item_is_notified_once_and_baseline_is_not() {
     site.with(|st| st.items.reverse());
     let n = site.count("/feed");
     site.wait_count("/feed", n + 3, 10).await;
-    site.with(|st| {
-        let d = st.items.iter().find(|i| i.id == "d").unwrap().clone();
-        st.items.push(d);
-    });
-    let n = site.count("/feed");
-    site.wait_count("/feed", n + 3, 10).await;
     let h = history(&s.url, &alice).await;
     assert_eq!(titles(&h), vec!["Item D"], "notified exactly once");
 
     let st = sub_view(&s, &alice, sub["id"].as_str().unwrap()).await;
     assert_eq!(st["status"]["items_notified"], 1, "{st}");
     assert_eq!(st["status"]["items_seen"], 4, "{st}");
+}
+
+/// A feed whose items all carry the same guid (a known breakage): items are told apart by
+/// their links, so a new item at the top is the one notified, and none of the old ones.
+#[tokio::test]
+async fn duplicated_guids_do_not_shift_item_identity() {
+    let site = Site::start().await;
+    site.route("/feed", Route::Rss);
+    site.add("a", "Item A", "first");
+    site.add("b", "Item B", "second");
+    site.add("c", "Item C", "third");
+    site.with(|st| {
+        st.items
+            .iter_mut()
+            .for_each(|i| i.guid = "same-guid".into())
+    });
+    let s = start(&[]);
+    let alice = s.user("alice").await;
+    let sub = feed_sub(&s, &alice, &site.url("/feed")).await;
+    wait_baseline(&s, &alice, &sub).await;
+
+    site.add("n", "Item N", "the new one");
+    site.with(|st| st.items[0].guid = "same-guid".into());
+    wait_history(&s, &alice, 1, 10).await;
+    let n = site.count("/feed");
+    site.wait_count("/feed", n + 3, 10).await;
+    let h = history(&s.url, &alice).await;
+    assert_eq!(
+        titles(&h),
+        vec!["Item N"],
+        "the new item, and only it, is notified when guids are not unique"
+    );
+}
+
+/// The same entry twice in one document (same guid, link and content) is one item: the
+/// second copy is not notified as new.
+#[tokio::test]
+async fn duplicate_entry_in_a_document_is_not_notified() {
+    let site = Site::start().await;
+    site.route("/feed", Route::Rss);
+    site.add("a", "Item A", "first");
+    site.add("b", "Item B", "second");
+    let s = start(&[]);
+    let alice = s.user("alice").await;
+    let sub = feed_sub(&s, &alice, &site.url("/feed")).await;
+    wait_baseline(&s, &alice, &sub).await;
+
+    // Re-sent: item B appears a second time at the end of the feed.
+    site.with(|st| {
+        let b = st.items[0].clone();
+        st.items.push(b);
+    });
+    let n = site.count("/feed");
+    site.wait_count("/feed", n + 4, 10).await;
+    let h = history(&s.url, &alice).await;
+    assert!(
+        h.is_empty(),
+        "a duplicated entry is not new: {:?}",
+        titles(&h)
+    );
 }
 
 /// Conditional GET: once the feed answered with an ETag (or Last-Modified), later polls send

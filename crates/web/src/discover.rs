@@ -70,7 +70,10 @@ async fn discover(state: &AppState, url: &str) -> ApiResult<String> {
         if parsed.format != tidings_feed::Format::Unknown {
             return (true, Vec::new());
         }
-        (false, tidings_feed::discover_feeds(&resp.body, &resp.final_url))
+        (
+            false,
+            tidings_feed::discover_feeds(&resp.body, &resp.final_url),
+        )
     })
     .await
     .map_err(|e| ApiError::internal(format!("parser failed: {e}")))?;
@@ -106,6 +109,8 @@ async fn discover(state: &AppState, url: &str) -> ApiResult<String> {
     }
     Err(ApiError::bad_request(
         "not_a_feed",
-        format!("{final_url} is not a feed, and the page advertises no feed (<link rel=\"alternate\">) that could be read"),
+        format!(
+            "{final_url} is not a feed, and the page advertises no feed (<link rel=\"alternate\">) that could be read"
+        ),
     ))
 }

@@ -170,10 +170,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(message_limit + 16 * 1024));
 
     let websub_routes = Router::new()
-        .route(
-            "/websub/{source}",
-            get(websub::verify).post(websub::push),
-        )
+        .route("/websub/{source}", get(websub::verify).post(websub::push))
         .layer(DefaultBodyLimit::max(state.cfg().max_push_bytes));
 
     let api_routes = Router::new()

@@ -36,9 +36,11 @@ pub async fn verify(
     let Query(q) = query?;
     web_source(&source)?;
     state.limiter().check(&format!("websub:{source}"))?;
-    let (Some(mode), Some(topic), Some(challenge)) =
-        (q.get("hub.mode"), q.get("hub.topic"), q.get("hub.challenge"))
-    else {
+    let (Some(mode), Some(topic), Some(challenge)) = (
+        q.get("hub.mode"),
+        q.get("hub.topic"),
+        q.get("hub.challenge"),
+    ) else {
         return Err(ApiError::bad_request(
             "invalid_query",
             "a verification needs hub.mode, hub.topic and hub.challenge",
@@ -60,11 +62,15 @@ pub async fn verify(
         )
         .await?;
     if !ok {
-        return Err(ApiError::not_found("no pending subscription for this topic"));
+        return Err(ApiError::not_found(
+            "no pending subscription for this topic",
+        ));
     }
     let mut r = challenge.clone().into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, "text/plain; charset=utf-8".parse().expect("static"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        "text/plain; charset=utf-8".parse().expect("static"),
+    );
     Ok(r)
 }
 

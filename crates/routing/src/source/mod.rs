@@ -206,16 +206,16 @@ impl Avatar for SourceAvatar {
                 let _ = reply.send(r);
             }
             SourceMsg::WebSubFailed { hub, reason } => {
-                if let Some(w) = &mut self.web {
-                    if w.websub.as_ref().is_some_and(|s| s.hub == hub) {
-                        tracing::warn!(source = %self.source_id, %hub, %reason, "WebSub subscription failed; polling only");
-                        w.websub = None;
-                        w.state.websub_until = None;
-                        w.state.warnings.push(format!(
-                            "WebSub hub {hub} refused the subscription: {reason}"
-                        ));
-                        w.save(&cx.env().store, &self.source_id).await;
-                    }
+                if let Some(w) = &mut self.web
+                    && w.websub.as_ref().is_some_and(|s| s.hub == hub)
+                {
+                    tracing::warn!(source = %self.source_id, %hub, %reason, "WebSub subscription failed; polling only");
+                    w.websub = None;
+                    w.state.websub_until = None;
+                    w.state.warnings.push(format!(
+                        "WebSub hub {hub} refused the subscription: {reason}"
+                    ));
+                    w.save(&cx.env().store, &self.source_id).await;
                 }
             }
         }
@@ -225,12 +225,12 @@ impl Avatar for SourceAvatar {
         if name == POLL {
             self.start_poll(cx).await;
         } else if name == WEBSUB_RENEW {
-            if let Some(w) = &mut self.web {
-                if let Some(sub) = w.websub.take() {
-                    let hub = sub.hub.clone();
-                    let topic = sub.topic.clone();
-                    self.websub_subscribe(hub, topic, cx).await;
-                }
+            if let Some(w) = &mut self.web
+                && let Some(sub) = w.websub.take()
+            {
+                let hub = sub.hub.clone();
+                let topic = sub.topic.clone();
+                self.websub_subscribe(hub, topic, cx).await;
             }
         } else {
             tracing::debug!(source = %self.source_id, %name, "unknown source reminder");
@@ -371,10 +371,8 @@ impl SourceAvatar {
         if let Err(e) = r {
             tracing::warn!(source = %self.source_id, error = %e, "next poll not scheduled");
         }
-        if resubscribe {
-            if let Some(hub) = want_hub {
-                self.websub_subscribe(hub, topic, cx).await;
-            }
+        if resubscribe && let Some(hub) = want_hub {
+            self.websub_subscribe(hub, topic, cx).await;
         }
     }
 
@@ -428,10 +426,10 @@ impl SourceAvatar {
         w.state.websub_until = sub.lease_until;
         let renew = sub.renew_at();
         w.save(&cx.env().store, &self.source_id).await;
-        if let Some(at) = renew {
-            if let Err(e) = cx.set_reminder(WEBSUB_RENEW, at, String::new()).await {
-                tracing::warn!(source = %self.source_id, error = %e, "WebSub renewal not scheduled");
-            }
+        if let Some(at) = renew
+            && let Err(e) = cx.set_reminder(WEBSUB_RENEW, at, String::new()).await
+        {
+            tracing::warn!(source = %self.source_id, error = %e, "WebSub renewal not scheduled");
         }
         tracing::info!(source = %self.source_id, "WebSub subscription verified");
         true

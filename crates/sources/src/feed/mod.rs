@@ -343,7 +343,12 @@ impl FeedState {
                     .min(policy.max_backoff);
                 // The server's Retry-After wins over our own backoff (but not below the minimum).
                 let wait = retry_after.map_or(backoff, |r| r.max(policy.min_interval));
-                let next = now + jittered(wait, policy.jitter, jitter_unit);
+                // Jitter never brings a poll before the server's Retry-After: only later.
+                let next = if retry_after.is_some() {
+                    now + jittered(wait, policy.jitter, 0.5 + jitter_unit / 2.0)
+                } else {
+                    now + jittered(wait, policy.jitter, jitter_unit)
+                };
                 self.next_poll = Some(next);
                 return Transition {
                     new_items,
@@ -584,6 +589,22 @@ mod tests {
             0.5,
         );
         assert_eq!(t.next_poll, Some(900_000));
+        // With jitter, never sooner than Retry-After.
+        let jittery = SchedulePolicy::default();
+        for unit in [0.0, 0.3, 0.99] {
+            let t = s.on_outcome(
+                Outcome::Failed {
+                    status: Some(503),
+                    reason: "busy".into(),
+                    retry_after: Some(Duration::from_secs(900)),
+                },
+                0,
+                &jittery,
+                0,
+                unit,
+            );
+            assert!(t.next_poll.unwrap() >= 900_000, "{unit}");
+        }
         let hint = |h: CacheHints| Outcome::NotModified { hints: h };
         let t = s.on_outcome(
             hint(CacheHints {
