@@ -6,10 +6,12 @@
 //!   failing write does not undo the others) and commits once: many writes, one fsync.
 //! - [`read`]: a small pool of read-only connections used from `spawn_blocking`.
 //! - [`migrations`]: the schema, applied in order by `PRAGMA user_version`.
+//! - `checkpoint`: WAL checkpoints on a thread of their own, so they never stall a commit.
 //!
 //! Nothing else in the process opens the database for writing. Domain queries live with the
 //! crate that owns the data; they call [`Store::write`] / [`Store::read`] with plain SQL.
 
+mod checkpoint;
 mod error;
 mod migrations;
 mod read;
@@ -66,6 +68,7 @@ struct Inner {
     path: PathBuf,
     writer: writer::WriterHandle,
     readers: read::ReadPool,
+    checkpointer: checkpoint::Checkpointer,
 }
 
 impl Store {
@@ -76,11 +79,13 @@ impl Store {
         migrations::apply(&conn)?;
         let writer = writer::WriterHandle::spawn(conn, opts.max_batch, opts.queue_capacity)?;
         let readers = read::ReadPool::open(path, opts.readers.max(1))?;
+        let checkpointer = checkpoint::Checkpointer::spawn(path)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 writer,
                 readers,
+                checkpointer,
             }),
         })
     }
@@ -134,6 +139,7 @@ impl Store {
     /// Waits until every write queued before this call is committed, then stops the writer.
     /// Later writes fail with [`Error::Closed`].
     pub async fn close(&self) {
+        self.inner.checkpointer.stop();
         self.inner.writer.close().await;
     }
 }

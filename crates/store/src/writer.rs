@@ -58,6 +58,12 @@ pub(crate) fn open_writer_connection(path: &Path, sync: Synchronous) -> Result<C
     conn.pragma_update(None, "synchronous", sync)?;
     conn.pragma_update(None, "foreign_keys", false)?;
     conn.pragma_update(None, "temp_store", "memory")?;
+    // Checkpoints run on their own thread; this is only the safety net.
+    conn.pragma_update(
+        None,
+        "wal_autocheckpoint",
+        crate::checkpoint::WRITER_AUTOCHECKPOINT,
+    )?;
     Ok(conn)
 }
 
