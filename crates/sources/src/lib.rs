@@ -13,7 +13,9 @@
 
 pub mod feed;
 pub mod fetch;
+pub mod mail;
 pub mod page;
+pub mod smtp;
 pub mod websub;
 
 pub use fetch::{FetchConfig, FetchError, FetchRequest, FetchResponse, Fetcher};
