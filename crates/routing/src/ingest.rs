@@ -21,6 +21,13 @@ pub enum Ingest {
         #[serde(default)]
         bypass_filters: bool,
     },
+    /// A mail accepted by the SMTP edge for one recipient (raw, base64).
+    Mail {
+        raw_b64: String,
+        label: Option<String>,
+        mail_from: String,
+        received_at: i64,
+    },
 }
 
 /// The dispatcher's handler: parses each item and tells its source avatar. The avatar

@@ -1,4 +1,4 @@
-//! sources: the ingestion edges that fetch from the outside world.
+//! sources: the ingestion edges that take items in from the outside world.
 //!
 //! - [`fetch`]: the shared HTTP fetcher, SSRF-safe (addresses judged at connect time and on
 //!   every redirect hop), with body caps, timeouts, per-host concurrency, conditional GET
@@ -7,6 +7,12 @@
 //!   by a CSS selector into items (text, first link, outer HTML, stable id).
 //! - [`feed`]: the feed polling state machine (validators, dedupe memory, schedule, error
 //!   streak), I/O-free; the source avatar drives it with outcomes of `fetch`.
+//! - [`websub`]: WebSub as a subscriber: subscription requests, verification of intent,
+//!   push signatures (I/O-free).
+//! - [`smtp`]: the inbound SMTP edge: an I/O-free session state machine and the listener
+//!   that hands recipients and messages to a `MailSink` (answering 250 only once durable).
+//! - [`mail`]: a raw message to the fields of a notification (MIME, charsets, encoded
+//!   words, HTML to text, attachments), I/O-free.
 //!
 //! Each kind's module holds its config, its logic and its unit tests; end-to-end tests
 //! against local HTTP servers live under `tests/`.

@@ -81,7 +81,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
         let s = Store::open(&path, StoreOptions::default()).unwrap();
-        s.write(|c| c.execute_batch("CREATE TABLE t(x BLOB)")).await.unwrap();
+        s.write(|c| c.execute_batch("CREATE TABLE t(x BLOB)"))
+            .await
+            .unwrap();
         let before = std::fs::metadata(&path).unwrap().len();
         for _ in 0..200 {
             s.write(|c| c.execute("INSERT INTO t VALUES (zeroblob(16384))", []))

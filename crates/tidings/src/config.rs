@@ -69,6 +69,7 @@ pub struct Config {
     pub queue: QueueConfig,
     pub shutdown: ShutdownConfig,
     pub sources: SourcesConfig,
+    pub smtp: SmtpConfig,
 }
 
 /// Log line format of the server.
@@ -206,6 +207,51 @@ impl Default for SourcesConfig {
     }
 }
 
+/// `[smtp]`: the inbound mail listener (off while `mail_domain` is empty).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// The domain of users' tidings addresses (`alice@<domain>`); empty: no SMTP listener.
+    pub mail_domain: String,
+    /// Address the SMTP listener binds.
+    #[serde(with = "socket_addr")]
+    pub listen: SocketAddr,
+    /// Name in the greeting; empty: the mail domain.
+    pub hostname: String,
+    /// Largest message accepted (552 above).
+    pub max_message_bytes: usize,
+    /// Most recipients of one message.
+    pub max_recipients: usize,
+    /// A client silent for this long is disconnected (RFC 5321 asks for at least 5m).
+    #[serde(with = "crate::duration::serde")]
+    pub idle_timeout: Duration,
+    /// Most simultaneous SMTP connections.
+    pub max_connections: usize,
+    /// Most commands per minute on one connection.
+    pub max_commands_per_minute: u32,
+    /// PEM certificate chain for STARTTLS; empty: no STARTTLS.
+    pub tls_cert: String,
+    /// PEM private key for STARTTLS.
+    pub tls_key: String,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            mail_domain: String::new(),
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 2525),
+            hostname: String::new(),
+            max_message_bytes: 10 * 1024 * 1024,
+            max_recipients: 50,
+            idle_timeout: Duration::from_secs(300),
+            max_connections: 500,
+            max_commands_per_minute: 600,
+            tls_cert: String::new(),
+            tls_key: String::new(),
+        }
+    }
+}
+
 /// `[shutdown]`: what SIGTERM/SIGINT do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -229,6 +275,7 @@ impl Default for Config {
             queue: QueueConfig::default(),
             shutdown: ShutdownConfig::default(),
             sources: SourcesConfig::default(),
+            smtp: SmtpConfig::default(),
         }
     }
 }
@@ -556,6 +603,46 @@ impl Config {
                 "sources.websub_lease",
                 crate::duration::format(src.websub_lease),
                 "must be at least 1m",
+            ));
+        }
+
+        let smtp = &self.smtp;
+        if !smtp.mail_domain.is_empty()
+            && (smtp.mail_domain.contains(['@', ' ', '/'])
+                || !smtp.mail_domain.contains('.') && smtp.mail_domain != "localhost")
+        {
+            return Err(invalid(
+                "smtp.mail_domain",
+                &smtp.mail_domain,
+                "must be a domain name like notify.example.org",
+            ));
+        }
+        range(
+            "smtp.max_message_bytes",
+            smtp.max_message_bytes,
+            1024,
+            1 << 30,
+        )?;
+        range("smtp.max_recipients", smtp.max_recipients, 1, 1000)?;
+        if smtp.idle_timeout < Duration::from_secs(1) {
+            return Err(invalid(
+                "smtp.idle_timeout",
+                crate::duration::format(smtp.idle_timeout),
+                "must be at least 1s",
+            ));
+        }
+        range("smtp.max_connections", smtp.max_connections, 1, 100_000)?;
+        range(
+            "smtp.max_commands_per_minute",
+            smtp.max_commands_per_minute,
+            1,
+            1_000_000,
+        )?;
+        if smtp.tls_cert.is_empty() != smtp.tls_key.is_empty() {
+            return Err(invalid(
+                "smtp.tls_cert",
+                &smtp.tls_cert,
+                "tls_cert and tls_key go together",
             ));
         }
 

@@ -132,6 +132,42 @@ pub async fn run(
         stop_rx.clone(),
     );
 
+    let smtp_task = if cfg.smtp.mail_domain.is_empty() {
+        None
+    } else {
+        let smtp = &cfg.smtp;
+        let listener = tokio::net::TcpListener::bind(smtp.listen)
+            .await
+            .with_context(|| format!("cannot listen for SMTP on {}", smtp.listen))?;
+        tracing::info!(addr = %listener.local_addr()?, domain = %smtp.mail_domain, "SMTP listener ready");
+        let smtp_cfg = tidings_sources::smtp::SmtpConfig {
+            listen: smtp.listen,
+            hostname: if smtp.hostname.is_empty() {
+                smtp.mail_domain.clone()
+            } else {
+                smtp.hostname.clone()
+            },
+            mail_domain: smtp.mail_domain.clone(),
+            max_message_bytes: smtp.max_message_bytes,
+            max_recipients: smtp.max_recipients,
+            idle_timeout: smtp.idle_timeout,
+            max_connections: smtp.max_connections,
+            max_commands_per_minute: smtp.max_commands_per_minute,
+            tls: (!smtp.tls_cert.is_empty())
+                .then(|| (smtp.tls_cert.clone().into(), smtp.tls_key.clone().into())),
+            ..tidings_sources::smtp::SmtpConfig::default()
+        };
+        let sink: Arc<dyn tidings_sources::smtp::MailSink> = Arc::new(
+            tidings_routing::source::mail::MailEdge::new(services.clone()),
+        );
+        Some(tokio::spawn(tidings_sources::smtp::run(
+            smtp_cfg,
+            sink,
+            listener,
+            stop_rx.clone(),
+        )))
+    };
+
     write_server_file(&data_dir, &base_url)?;
     tracing::info!(url = %base_url, data_dir = %data_dir.display(), "tidings is serving");
 
@@ -148,6 +184,13 @@ pub async fn run(
     })
     .await;
 
+    if let Some(t) = smtp_task {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "SMTP listener failed"),
+            Err(e) => tracing::error!(error = %e, "SMTP task failed"),
+        }
+    }
     match dispatcher.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "dispatcher stopped with an error"),

@@ -6,6 +6,7 @@
 //! durable) and one per subscriber (that user's agents made the delivery durable). The item
 //! leaves the queue only when all of them are answered.
 
+pub mod mail;
 pub mod web;
 
 use std::collections::HashMap;
@@ -130,6 +131,14 @@ impl Avatar for SourceAvatar {
                 },
             );
         }
+        // The owner of a mail address always receives its mail; an explicit subscription
+        // (loaded above) only adds a filter.
+        if let Some(owner) = mail::owner(&source_id) {
+            subscribers.entry(owner).or_insert_with(|| Subscriber {
+                subscription: format!("mail-owner:{owner}"),
+                filter: Filter::default(),
+            });
+        }
         let web = if source_id.starts_with("feed:") || source_id.starts_with("page:") {
             WebSource::load(&cx.env().store, &source_id).await?
         } else {
@@ -150,6 +159,23 @@ impl Avatar for SourceAvatar {
                     notification,
                     bypass_filters,
                 } => self.publish(notification, bypass_filters, ack, cx).await,
+                Ingest::Mail {
+                    raw_b64,
+                    label,
+                    received_at,
+                    ..
+                } => {
+                    let source_id = self.source_id.clone();
+                    let parsed = tokio::task::spawn_blocking(move || {
+                        mail::notification(&source_id, &raw_b64, received_at, label.as_deref())
+                    })
+                    .await;
+                    match parsed {
+                        Ok(Ok(n)) => self.publish(n, false, ack, cx).await,
+                        Ok(Err(e)) => ack.nack(e),
+                        Err(e) => ack.nack(format!("mail parser failed: {e}")),
+                    }
+                }
             },
             SourceMsg::Subscribe {
                 user_id,
