@@ -85,9 +85,8 @@ async fn smtplib_mail_becomes_notifications_once() {
     );
     assert_eq!(out.matches("sent").count(), 4, "{out}");
 
-    let h = eventually(10, || async {
-        let h = history(&s.url, &alice).await;
-        (h.len() >= 3).then_some(h)
+    eventually(10, || async {
+        (history(&s.url, &alice).await.len() >= 3).then_some(())
     })
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -186,7 +185,7 @@ async fn kill_9_during_smtp_then_retry_loses_and_doubles_nothing() {
     let mut s = start_mail(port);
     let alice = s.user("alice").await;
     let total = 400;
-    let mut child = Command::new("python3")
+    let child = Command::new("python3")
         .arg("-c")
         .arg(BURST)
         .env("PORT", port.to_string())
