@@ -243,8 +243,17 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
     let app = router(state.clone());
     state.set_ready(true);
+    // Without TCP_NODELAY a small stream event written while the previous one is not yet
+    // acknowledged waits for the client's delayed ACK (up to 40 ms on Linux): Nagle's
+    // algorithm against live delivery.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let r = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
