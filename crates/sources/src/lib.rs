@@ -11,6 +11,8 @@
 //!   push signatures (I/O-free).
 //! - [`smtp`]: the inbound SMTP edge: an I/O-free session state machine and the listener
 //!   that hands recipients and messages to a `MailSink` (answering 250 only once durable).
+//! - [`imap`]: an IMAP mailbox as a source: a small IMAP4rev1 client (TLS, STARTTLS, IDLE)
+//!   that returns the mail after a UIDVALIDITY/UID cursor; its wire format is I/O-free.
 //! - [`mail`]: a raw message to the fields of a notification (MIME, charsets, encoded
 //!   words, HTML to text, attachments), I/O-free.
 //!
@@ -19,6 +21,7 @@
 
 pub mod feed;
 pub mod fetch;
+pub mod imap;
 pub mod mail;
 pub mod page;
 pub mod smtp;
