@@ -226,6 +226,16 @@ pub struct PublishFields {
     pub actions: Option<String>,
 }
 
+/// `s` cut to at most `max` characters, ending in '…' when cut.
+pub fn truncate_chars(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+    t.push('…');
+    t
+}
+
 /// Parses a comma-separated tag list.
 pub fn parse_tags(s: &str) -> Result<Vec<String>, InputError> {
     let tags: Vec<String> = s
@@ -346,6 +356,12 @@ mod tests {
         assert!(
             Action::parse_list("broadcast, a; broadcast, b; broadcast, c; broadcast, d").is_err()
         );
+    }
+
+    #[test]
+    fn truncation_counts_characters() {
+        assert_eq!(truncate_chars("héllo", 5), "héllo");
+        assert_eq!(truncate_chars("héllo wörld", 6), "héllo…");
     }
 
     #[test]

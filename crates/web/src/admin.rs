@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::api::{TokenBody, token_label};
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult};
 
@@ -61,13 +62,6 @@ pub async fn remove_user(
     Ok(Json(json!({ "user": user })))
 }
 
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct TokenBody {
-    #[serde(default)]
-    pub label: String,
-}
-
 /// `POST /api/v1/admin/users/{name}/tokens`.
 pub async fn create_token(
     State(state): State<AppState>,
@@ -75,11 +69,7 @@ pub async fn create_token(
     Path(name): Path<String>,
     body: Result<Json<TokenBody>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let label = match body {
-        Ok(Json(b)) => b.label,
-        Err(JsonRejection::MissingJsonContentType(_)) => String::new(),
-        Err(e) => return Err(e.into()),
-    };
+    let label = token_label(body)?;
     let dir = &state.services().directory;
     let user = dir
         .user_by_name(&name)

@@ -434,17 +434,22 @@ pub struct TokenBody {
     pub label: String,
 }
 
+/// The label of a new token; a request without a JSON body means no label.
+pub(crate) fn token_label(body: Result<Json<TokenBody>, JsonRejection>) -> ApiResult<String> {
+    match body {
+        Ok(Json(b)) => Ok(b.label),
+        Err(JsonRejection::MissingJsonContentType(_)) => Ok(String::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// `POST /api/v1/tokens`: a new token for the caller; the secret is shown once.
 pub async fn create_token(
     State(state): State<AppState>,
     auth: Authed,
     body: Result<Json<TokenBody>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let label = match body {
-        Ok(Json(b)) => b.label,
-        Err(JsonRejection::MissingJsonContentType(_)) => String::new(),
-        Err(e) => return Err(e.into()),
-    };
+    let label = token_label(body)?;
     let (info, secret) = state
         .services()
         .directory

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use tidings_core::ids::source_avatar;
+use tidings_core::notification::truncate_chars;
 use tidings_core::{Notification, NotificationId, Priority};
 use tidings_sources::smtp::{AcceptedMail, BoxFuture, MailSink, Refusal};
 
@@ -57,7 +58,7 @@ pub fn notification(
             format!("sha256:{}", hex::encode(Sha256::digest(&raw)))
         }
     };
-    let mut message = truncate(m.text.trim(), MAX_MESSAGE_CHARS);
+    let mut message = truncate_chars(m.text.trim(), MAX_MESSAGE_CHARS);
     if !m.attachments.is_empty() {
         let list: Vec<String> = m
             .attachments
@@ -84,7 +85,7 @@ pub fn notification(
         topic: None,
         title: m
             .subject
-            .map(|s| truncate(s.trim(), 300))
+            .map(|s| truncate_chars(s.trim(), 300))
             .filter(|s| !s.is_empty()),
         message,
         priority: Priority::Default,
@@ -159,15 +160,6 @@ impl MailSink for MailEdge {
             Ok(())
         })
     }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_owned();
-    }
-    let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
-    t.push('…');
-    t
 }
 
 fn human_size(n: usize) -> String {

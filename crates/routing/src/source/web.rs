@@ -10,6 +10,7 @@
 //! the saving of the poll state only means the items are found again and deduplicated by id.
 
 use serde::{Deserialize, Serialize};
+use tidings_core::notification::truncate_chars;
 use tidings_core::{Notification, NotificationId, Priority};
 use tidings_sources::feed::{CacheHints, FeedState, Notice, Outcome};
 use tidings_sources::fetch::{FetchError, FetchRequest, FetchResponse, Fetcher};
@@ -349,7 +350,7 @@ fn parse(kind: WebKind, resp: FetchResponse, mut hints: CacheHints) -> Fetched {
                     .as_deref()
                     .map(tidings_feed::to_plain_text)
                     .filter(|t| !t.is_empty())
-                    .map(|t| truncate(&t, MAX_TITLE_CHARS));
+                    .map(|t| truncate_chars(&t, MAX_TITLE_CHARS));
                 let body = item
                     .summary
                     .as_deref()
@@ -363,7 +364,7 @@ fn parse(kind: WebKind, resp: FetchResponse, mut hints: CacheHints) -> Fetched {
                         .or_else(|| link.clone())
                         .unwrap_or_else(|| "(new item)".into())
                 } else {
-                    truncate(&body, MAX_MESSAGE_CHARS)
+                    truncate_chars(&body, MAX_MESSAGE_CHARS)
                 };
                 drafts.push(Draft {
                     key: item.id.clone(),
@@ -422,8 +423,8 @@ fn parse(kind: WebKind, resp: FetchResponse, mut hints: CacheHints) -> Fetched {
                     let first_line = i.text.lines().next().unwrap_or("").to_owned();
                     Draft {
                         key: i.id,
-                        title: Some(truncate(&first_line, 120)).filter(|t| !t.is_empty()),
-                        message: truncate(&i.text, MAX_MESSAGE_CHARS),
+                        title: Some(truncate_chars(&first_line, 120)).filter(|t| !t.is_empty()),
+                        message: truncate_chars(&i.text, MAX_MESSAGE_CHARS),
                         link: i.link,
                         author: None,
                         tags: Vec::new(),
@@ -451,15 +452,6 @@ fn parse(kind: WebKind, resp: FetchResponse, mut hints: CacheHints) -> Fetched {
 fn is_http(u: &str) -> bool {
     let l = u.to_ascii_lowercase();
     l.starts_with("http://") || l.starts_with("https://")
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_owned();
-    }
-    let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
-    t.push('…');
-    t
 }
 
 /// The notification of a new item.
