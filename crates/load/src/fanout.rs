@@ -83,7 +83,7 @@ struct User {
 
 /// One API call with up to 3 attempts on transport errors, 429 and 5xx; returns the JSON
 /// answer (Null when empty).
-async fn call(
+pub(crate) async fn call(
     client: &reqwest::Client,
     method: Method,
     url: reqwest::Url,

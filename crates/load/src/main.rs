@@ -14,17 +14,33 @@
 //!   them to one topic, opens one SSE stream per user, then publishes ONE message and
 //!   measures how long until every stream received it and every history holds it (a sample
 //!   polled over HTTP, plus an exact count in the SQLite `inbox` table with `--db`).
+//! - `parse`: no server; the feed parser over the feedparser corpus and the MIME parser
+//!   over generated 10 KiB mails, in-process on one thread: MB/s and documents/s.
+//! - `feeds`: serves N RSS feeds itself (ETag, 304) on 127.0.0.1, subscribes one user to
+//!   all of them and measures the server's CPU while it polls them, and for new items the
+//!   time from the poll that saw them to the user's history.
+//! - `websub`: acts as a WebSub hub and publisher; after the server subscribed (and
+//!   answered the challenge), pushes signed feed documents and measures push → live
+//!   stream and push → history.
+//! - `smtp`: pipelining SMTP clients send 10 KiB mails to one user; reports 250s (durable
+//!   acceptances) per second and how fast the accepted mail reaches the history.
 //!
 //! Every scenario prints a human-readable summary followed by exactly one line of JSON (an
 //! object with a `scenario` key, last on stdout) so scripts can collect results (see
 //! `scripts/bench`). Progress goes to stderr.
-//! All loops are bounded by count and time. The tool refuses non-loopback URLs.
+//! All loops are bounded by count and time. The tool refuses non-loopback URLs and binds
+//! its own servers (feeds, hub) to 127.0.0.1 only.
 
 mod fanout;
+mod feeds;
 mod latency;
+mod parse;
 mod publish;
+mod smtp;
 mod sse;
 mod stats;
+mod sys;
+mod websub;
 
 use std::time::Duration;
 
@@ -50,6 +66,14 @@ enum Command {
     Latency(latency::Args),
     /// One publish to a topic with N subscribed users: time to all streams and histories.
     Fanout(fanout::Args),
+    /// In-process feed and MIME parser throughput (no server).
+    Parse(parse::Args),
+    /// Many local feeds polled by the server: its CPU, and new item → poll → history.
+    Feeds(feeds::Args),
+    /// WebSub push (the tool is the hub) → stream and history latency.
+    Websub(websub::Args),
+    /// Messages accepted per second by the SMTP listener, pipelining clients.
+    Smtp(smtp::Args),
 }
 
 fn main() -> Result<()> {
@@ -63,6 +87,10 @@ fn main() -> Result<()> {
             Command::Publish(a) => publish::run(a).await,
             Command::Latency(a) => latency::run(a).await,
             Command::Fanout(a) => fanout::run(a).await,
+            Command::Parse(a) => parse::run(a).await,
+            Command::Feeds(a) => feeds::run(a).await,
+            Command::Websub(a) => websub::run(a).await,
+            Command::Smtp(a) => smtp::run(a).await,
         }
     })?;
     let mut json = json;
@@ -78,7 +106,7 @@ fn main() -> Result<()> {
 }
 
 /// CPU time (user + system) this process has used, in seconds.
-fn self_cpu_seconds() -> f64 {
+pub fn self_cpu_seconds() -> f64 {
     // SAFETY: an all-zero rusage is a valid value, and getrusage only writes into it.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
