@@ -16,6 +16,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use serde::Serialize;
 use tidings_core::TopicName;
 use tidings_core::secret::{constant_time_eq, hash_secret, random_secret};
+use tidings_store::rusqlite::OptionalExtension as _;
 use tidings_store::{Store, now_ms, rusqlite};
 
 use crate::{Error, Result};
@@ -531,11 +532,7 @@ impl Directory {
                         [&hash],
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )
-                    .map(Some)
-                    .or_else(|e| match e {
-                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                        e => Err(e),
-                    })?;
+                    .optional()?;
                 c.execute(
                     "DELETE FROM signin_codes WHERE code_hash = ?1 OR expires_at < ?2",
                     rusqlite::params![hash, now],

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 use tidings_core::Notification;
+use tidings_store::rusqlite::OptionalExtension as _;
 use tidings_store::{Store, rusqlite};
 
 use crate::Result;
@@ -136,11 +137,7 @@ pub async fn get(store: &Store, user_id: i64, id: &str) -> Result<Option<History
                 rusqlite::params![user_id, id],
                 item_from_row,
             )
-            .map(Some)
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                e => Err(e),
-            })
+            .optional()
         })
         .await?)
 }
@@ -170,11 +167,7 @@ pub async fn topic_messages(
                         rusqlite::params![id, source_id],
                         |r| r.get(0),
                     )
-                    .map(Some)
-                    .or_else(|e| match e {
-                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                        e => Err(e),
-                    })?,
+                    .optional()?,
                 None => None,
             };
             // Ordered by (time, id): ids sort by creation time too, so "after this id" is

@@ -10,6 +10,7 @@ use tidings_bus::ack::Ack;
 use tidings_bus::avatars::{Avatar, BoxError, Context};
 use tidings_core::ids::source_avatar;
 use tidings_core::{Filter, Notification, NotificationId, TopicName};
+use tidings_store::rusqlite::OptionalExtension as _;
 use tidings_store::{now_ms, rusqlite};
 use tokio::sync::oneshot;
 
@@ -278,11 +279,7 @@ impl UserAvatar {
                         rusqlite::params![user_id, id.as_str()],
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )
-                    .map(Some)
-                    .or_else(|e| match e {
-                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                        e => Err(e),
-                    })?;
+                    .optional()?;
                 match row {
                     None => Ok(None),
                     Some((Some(at), _)) => Ok(Some(AckOutcome {
@@ -384,11 +381,7 @@ impl UserAvatar {
                         rusqlite::params![id, user_id],
                         subscription_from_row,
                     )
-                    .map(Some)
-                    .or_else(|e| match e {
-                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                        e => Err(e),
-                    })?;
+                    .optional()?;
                 if let Some(s) = &row {
                     c.execute(
                         "INSERT INTO events(time, kind, user_id, source_id, data) VALUES (?1, 'unsubscribed', ?2, ?3, json_object('subscription', ?4))",

@@ -16,6 +16,7 @@ use tidings_routing::directory::{Grant, TopicAccess};
 use tidings_routing::history::{self, HistoryQuery};
 use tidings_routing::source::SourceMsg;
 use tidings_routing::user::{SourceSpec, UserMsg};
+use tidings_store::rusqlite::OptionalExtension as _;
 use tidings_store::{now_ms, rusqlite};
 
 use crate::AppState;
@@ -406,11 +407,7 @@ async fn set_grant(
                     rusqlite::params![uid, source_id],
                     |r| r.get(0),
                 )
-                .map(Some)
-                .or_else(|e| match e {
-                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                    e => Err(e),
-                })
+                .optional()
             })
             .await?;
         if let Some(id) = sub {

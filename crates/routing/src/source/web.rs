@@ -15,6 +15,7 @@ use tidings_core::{Notification, NotificationId, Priority};
 use tidings_sources::feed::{CacheHints, FeedState, Notice, Outcome};
 use tidings_sources::fetch::{FetchError, FetchRequest, FetchResponse, Fetcher};
 use tidings_sources::websub;
+use tidings_store::rusqlite::OptionalExtension as _;
 use tidings_store::{Store, now_ms, rusqlite};
 
 use crate::user::SourceSpec;
@@ -113,16 +114,14 @@ impl WebSource {
                         [format!("source:{id}")],
                         |r| r.get(0),
                     )
-                    .map(Some)
-                    .or_else(none_if_missing)?;
+                    .optional()?;
                 let spec = c
                     .query_row(
                         "SELECT source FROM subscriptions WHERE source_id = ?1 LIMIT 1",
                         [&id],
                         |r| r.get(0),
                     )
-                    .map(Some)
-                    .or_else(none_if_missing)?;
+                    .optional()?;
                 Ok((stored, spec))
             })
             .await?;
@@ -187,13 +186,6 @@ impl WebSource {
                 WebKind::Page { .. } => "text/html, application/xhtml+xml;q=0.9, */*;q=0.5",
             },
         }
-    }
-}
-
-fn none_if_missing<T>(e: rusqlite::Error) -> rusqlite::Result<Option<T>> {
-    match e {
-        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-        e => Err(e),
     }
 }
 
