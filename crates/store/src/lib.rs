@@ -6,6 +6,7 @@
 //!   failing write does not undo the others) and commits once: many writes, one fsync.
 //! - [`read`]: a small pool of read-only connections used from `spawn_blocking`.
 //! - [`migrations`]: the schema, applied in order by `PRAGMA user_version`.
+//! - [`secretbox`]: sealing secrets at rest with a key kept in the data dir.
 //! - `checkpoint`: WAL checkpoints on a thread of their own, so they never stall a commit.
 //!
 //! Nothing else in the process opens the database for writing. Domain queries live with the
@@ -15,6 +16,7 @@ mod checkpoint;
 mod error;
 mod migrations;
 mod read;
+pub mod secretbox;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +24,7 @@ use std::sync::Arc;
 
 pub use error::{Error, Result};
 pub use rusqlite;
+pub use secretbox::{SecretBox, SecretError};
 pub use writer::WriteStats;
 
 /// How hard SQLite syncs on commit.

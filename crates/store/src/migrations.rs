@@ -5,7 +5,10 @@ use rusqlite::Connection;
 
 use crate::{Error, Result};
 
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_core.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_core.sql"),
+    include_str!("../migrations/0002_delivery.sql"),
+];
 
 pub(crate) fn apply(conn: &Connection) -> Result<()> {
     let current: usize =

@@ -1,0 +1,77 @@
+-- Delivery: users' destinations, the per-destination outbox, delivery records, reply
+-- addresses, private feeds, and encrypted secrets of sources. Times are ms since the epoch.
+
+-- A user's named destinations (owned by the user avatar). `config` is the destination's
+-- JSON, credentials included, sealed with the data dir's key; the API shows a redacted copy.
+CREATE TABLE destinations (
+    id                TEXT PRIMARY KEY,     -- dst_<id>
+    user_id           INTEGER NOT NULL,
+    name              TEXT NOT NULL,
+    kind              TEXT NOT NULL,        -- webhook, mailto, twilio, ntfy, slack, discord, matrix, xmpp
+    config            BLOB NOT NULL,        -- sealed JSON
+    options           TEXT NOT NULL DEFAULT '{}', -- JSON: min_priority, enabled, ...
+    verified_at       INTEGER,              -- NULL until the code sent to it was entered
+    verify_hash       TEXT,                 -- SHA-256 of the pending verification code
+    verify_expires_at INTEGER,
+    verify_attempts   INTEGER NOT NULL DEFAULT 0,
+    created_at        INTEGER NOT NULL,
+    UNIQUE (user_id, name)
+);
+CREATE INDEX destinations_user ON destinations(user_id);
+
+-- What waits for each destination, in order. A row leaves when delivered or dead-lettered;
+-- a dead destination's backlog stays here, on disk.
+CREATE TABLE outbox (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    destination_id  TEXT NOT NULL,
+    user_id         INTEGER NOT NULL,
+    notification_id TEXT NOT NULL,
+    payload         TEXT NOT NULL,          -- JSON: what to send
+    enqueued_at     INTEGER NOT NULL,
+    UNIQUE (destination_id, notification_id)
+);
+CREATE INDEX outbox_destination ON outbox(destination_id, seq);
+
+-- The delivery record of a notification for a user: one row per destination, every
+-- attempt kept (JSON array of {at, ok, status, error}).
+CREATE TABLE deliveries (
+    notification_id TEXT NOT NULL,
+    user_id         INTEGER NOT NULL,
+    destination_id  TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    status          TEXT NOT NULL,          -- queued, retrying, delivered, dead
+    reason          TEXT NOT NULL DEFAULT '', -- why it was sent there
+    attempts        TEXT NOT NULL DEFAULT '[]',
+    updated_at      INTEGER NOT NULL,
+    PRIMARY KEY (notification_id, user_id, destination_id)
+);
+CREATE INDEX deliveries_destination ON deliveries(destination_id, updated_at);
+
+-- Per-notification reply addresses of delivered mail (only the token's hash is kept).
+CREATE TABLE reply_tokens (
+    token_hash      TEXT PRIMARY KEY,
+    user_id         INTEGER NOT NULL,
+    notification_id TEXT NOT NULL,
+    destination_id  TEXT NOT NULL,
+    created_at      INTEGER NOT NULL
+);
+CREATE INDEX reply_tokens_notification ON reply_tokens(notification_id, user_id);
+
+-- Private Atom feeds: `/feeds/<secret>.atom`. The secret is looked up by its hash and kept
+-- sealed so its owner can see the URL again. scope '' is the whole history, else a
+-- subscription id.
+CREATE TABLE private_feeds (
+    secret_hash TEXT PRIMARY KEY,
+    user_id     INTEGER NOT NULL,
+    scope       TEXT NOT NULL DEFAULT '',
+    secret      BLOB NOT NULL,              -- sealed
+    created_at  INTEGER NOT NULL,
+    UNIQUE (user_id, scope)
+);
+
+-- Secrets of sources (an IMAP password), sealed with the data dir's key.
+CREATE TABLE source_secrets (
+    source_id  TEXT PRIMARY KEY,
+    secret     BLOB NOT NULL,
+    updated_at INTEGER NOT NULL
+);
