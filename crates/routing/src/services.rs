@@ -8,7 +8,7 @@ use tidings_bus::queue::IngestQueue;
 use tidings_core::ids::user_avatar;
 use tidings_sources::feed::SchedulePolicy;
 use tidings_sources::fetch::{FetchConfig, FetchError, Fetcher};
-use tidings_store::Store;
+use tidings_store::{SecretBox, Store};
 
 use crate::agents::live::LiveHub;
 use crate::agents::{Agent, default_agents};
@@ -25,6 +25,8 @@ pub struct ServicesConfig {
     pub schedule: SchedulePolicy,
     /// WebSub subscriptions; `None` when this server cannot be called back (no public URL).
     pub websub: Option<WebSubConfig>,
+    /// Seals credentials at rest; `None` uses a key that lives as long as the process.
+    pub secrets: Option<SecretBox>,
 }
 
 /// How sources subscribe at WebSub hubs.
@@ -46,6 +48,8 @@ pub struct Services {
     pub fetcher: Fetcher,
     pub schedule: SchedulePolicy,
     pub websub: Option<WebSubConfig>,
+    /// Seals credentials (destinations, IMAP passwords, private feed secrets) at rest.
+    pub secrets: SecretBox,
     queue: Arc<dyn IngestQueue>,
     users: OnceLock<Runtime<UserAvatar>>,
     sources: OnceLock<Runtime<SourceAvatar>>,
@@ -68,6 +72,7 @@ impl Services {
             fetcher: Fetcher::new(cfg.fetch)?,
             schedule: cfg.schedule,
             websub: cfg.websub,
+            secrets: cfg.secrets.unwrap_or_else(SecretBox::ephemeral),
             queue,
             users: OnceLock::new(),
             sources: OnceLock::new(),

@@ -52,6 +52,7 @@ pub async fn run(
     )
     .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
     let directory = Arc::new(Directory::load(store.clone()).await?);
+    let secrets = tidings_store::SecretBox::load_or_create(&data_dir)?;
 
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
         .await
@@ -97,6 +98,7 @@ pub async fn run(
                 lease: cfg.sources.websub_lease,
                 allow_sha1: cfg.sources.websub_allow_sha1,
             }),
+            secrets: Some(secrets),
         },
     )
     .context("cannot set up the fetcher for feeds and pages")?;
