@@ -28,6 +28,7 @@ CREATE TABLE outbox (
     notification_id TEXT NOT NULL,
     payload         TEXT NOT NULL,          -- JSON: what to send
     enqueued_at     INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
     UNIQUE (destination_id, notification_id)
 );
 CREATE INDEX outbox_destination ON outbox(destination_id, seq);
