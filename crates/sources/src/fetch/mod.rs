@@ -144,6 +144,19 @@ impl FetchResponse {
     }
 }
 
+/// How much of a reply's body [`Fetcher::request`] keeps.
+pub const REPLY_BODY_LIMIT: usize = 64 * 1024;
+
+/// The answer to [`Fetcher::request`].
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    pub status: u16,
+    /// From `Retry-After` (seconds or an HTTP-date, made relative to when it was read).
+    pub retry_after: Option<Duration>,
+    /// The start of the body, at most [`REPLY_BODY_LIMIT`] bytes.
+    pub body: Vec<u8>,
+}
+
 /// Why a fetch failed. The texts are shown to users as they are.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FetchError {
@@ -369,6 +382,73 @@ impl Fetcher {
             let body = self.read_body(response).await.unwrap_or_default();
             let snippet: String = String::from_utf8_lossy(&body).chars().take(300).collect();
             Ok((status, snippet))
+        };
+        match tokio::time::timeout(total, work).await {
+            Ok(r) => r,
+            Err(_) => Err(FetchError::Timeout),
+        }
+    }
+
+    /// One request of any method (a delivery: a webhook POST, a Matrix PUT) under the same
+    /// address rules, per-host limit and total timeout as a fetch; redirects are not
+    /// followed (a 3xx comes back as it is). Any HTTP status is a reply, not an error. At
+    /// most [`REPLY_BODY_LIMIT`] bytes of the reply's body are kept (the rest is dropped,
+    /// not an error): callers want an error text or a small JSON answer, never a download.
+    pub async fn request(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+        basic_auth: Option<(String, String)>,
+    ) -> Result<HttpReply, FetchError> {
+        let total = self.inner.cfg.total_timeout;
+        let work = async {
+            let method = reqwest::Method::from_bytes(method.as_bytes())
+                .map_err(|_| FetchError::Config(format!("invalid HTTP method {method:?}")))?;
+            let url = parse_http_url(url)?;
+            if let Some(refusal) = self.literal_refusal(&url) {
+                return Err(FetchError::Forbidden(format!("refused: {refusal}")));
+            }
+            let mut header_map = HeaderMap::new();
+            for (name, value) in headers {
+                let name = header::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| FetchError::Config(format!("invalid header name {name:?}")))?;
+                let value = header::HeaderValue::from_str(value)
+                    .map_err(|_| FetchError::Config(format!("invalid value for header {name}")))?;
+                header_map.append(name, value);
+            }
+            let host_key = url.host_str().unwrap_or_default().to_ascii_lowercase();
+            let _permit = self.inner.limiter.acquire(&host_key).await;
+            let mut builder = self
+                .inner
+                .client
+                .request(method, url)
+                .headers(header_map)
+                .body(body);
+            if let Some((user, password)) = basic_auth {
+                builder = builder.basic_auth(user, Some(password));
+            }
+            let response = builder.send().await.map_err(map_reqwest_error)?;
+            let status = response.status().as_u16();
+            let retry_after = header_str(response.headers(), header::RETRY_AFTER)
+                .and_then(|v| headers::retry_after(&v, SystemTime::now()));
+            let mut body = Vec::new();
+            let mut stream = response.bytes_stream();
+            while let Some(chunk) = stream.next().await {
+                // A reply cut short after its status still says what the status says.
+                let Ok(chunk) = chunk else { break };
+                let room = REPLY_BODY_LIMIT - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if body.len() >= REPLY_BODY_LIMIT {
+                    break;
+                }
+            }
+            Ok(HttpReply {
+                status,
+                retry_after,
+                body,
+            })
         };
         match tokio::time::timeout(total, work).await {
             Ok(r) => r,

@@ -1,0 +1,45 @@
+//! ntfy (skeleton).
+
+use tidings_sources::fetch::Fetcher;
+
+use crate::{Error, Message, Outcome};
+
+pub async fn send(fetcher: &Fetcher, cfg: &Config, msg: &Message) -> Outcome {
+    let _ = (fetcher, cfg, msg);
+    Outcome::failed("not implemented yet")
+}
+
+/// `{"kind": "ntfy", "url": "https://ntfy.sh", "topic": "alerts", "token"?: "tk_…",
+/// "username"?: "…", "password"?: "…"}`
+#[derive(Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub url: String,
+    pub topic: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ntfy::Config")
+            .field("address", &self.address())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    pub(crate) fn prepare(self) -> Result<Config, Error> {
+        Ok(self)
+    }
+    pub(crate) fn redacted(&self) -> serde_json::Value {
+        serde_json::json!({"url": self.url, "topic": self.topic})
+    }
+    pub(crate) fn address(&self) -> String {
+        format!("{}/{}", self.url, self.topic)
+    }
+}

@@ -1,0 +1,1 @@
+//! Small I/O-free helpers the payload builders share.
