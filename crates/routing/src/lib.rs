@@ -12,12 +12,14 @@
 //! - [`history`]: read-only queries over a user's history for the API.
 //! - [`ingest`]: the payloads that travel through the durable ingest queue, and the handler
 //!   that hands them to source avatars.
+//! - [`private_feed`]: private Atom feeds' secrets (create/rotate, list, delete, resolve).
 //! - [`services`]: the shared environment every avatar sees.
 
 pub mod agents;
 pub mod directory;
 pub mod history;
 pub mod ingest;
+pub mod private_feed;
 pub mod services;
 pub mod source;
 pub mod user;

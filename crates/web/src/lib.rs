@@ -10,6 +10,7 @@
 //! - [`discover`]: what a feed subscription's URL really points at (autodiscovery).
 //! - [`stream`]: live delivery: `/api/v1/stream` (SSE), `/api/v1/ws`, `/<topic>/{json,sse,ws}`.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`, `/api/v1/openapi.json`, sign-in links.
+//! - [`private_feed`]: private Atom feeds (`/feeds/<secret>.atom`) and `/api/v1/feeds`.
 //! - [`websub`]: callbacks of WebSub hubs (verification of intent, pushed content).
 //!
 //! An edge only accepts and answers: a publish is acknowledged once it is durable in the
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod discover;
 pub mod error;
 pub mod ops;
+pub mod private_feed;
 pub mod publish;
 pub mod stream;
 pub mod websub;
@@ -210,6 +212,13 @@ pub fn router(state: AppState) -> Router {
             get(api::list_tokens).post(api::create_token),
         )
         .route("/api/v1/tokens/{id}", delete(api::revoke_token))
+        .route(
+            "/api/v1/feeds",
+            get(private_feed::list_feeds).post(private_feed::create_feed),
+        )
+        .route("/api/v1/feeds/{id}", delete(private_feed::delete_feed))
+        // `<secret>.atom`: the router matches whole segments only.
+        .route("/feeds/{file}", get(private_feed::atom))
         .route(
             "/api/v1/admin/users",
             get(admin::list_users).post(admin::create_user),
