@@ -244,9 +244,26 @@ impl Sinks {
         Ok(())
     }
 
-    /// One delivery attempt, bounded in time (never hangs past the configured total
-    /// timeout; a Matrix alias lookup and its send have one each). Never panics.
+    /// One delivery attempt, bounded in time: the fetcher's total timeout for HTTP kinds
+    /// (a Matrix alias lookup and its send together), the relay's for mail. Never panics.
     pub async fn send(&self, cfg: &DestinationConfig, msg: &Message) -> Outcome {
+        if let DestinationConfig::Mailto(c) = cfg {
+            // The relay's own timeouts bound it.
+            return match &self.relay {
+                Some(relay) => relay.send_notification(c, msg).await,
+                None => Outcome::failed(mailto::NO_RELAY),
+            };
+        }
+        // Each HTTP call is bounded by the fetcher; a Matrix send may make two, so the
+        // attempt as a whole is bounded here too.
+        let total = self.fetcher.config().total_timeout;
+        match tokio::time::timeout(total, self.send_http(cfg, msg)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::retry(FetchError::Timeout.to_string()),
+        }
+    }
+
+    async fn send_http(&self, cfg: &DestinationConfig, msg: &Message) -> Outcome {
         match cfg {
             DestinationConfig::Webhook(c) => webhook::send(&self.fetcher, c, msg).await,
             DestinationConfig::Twilio(c) => twilio::send(&self.fetcher, c, msg).await,
@@ -254,10 +271,7 @@ impl Sinks {
             DestinationConfig::Slack(c) => slack::send(&self.fetcher, c, msg).await,
             DestinationConfig::Discord(c) => discord::send(&self.fetcher, c, msg).await,
             DestinationConfig::Matrix(c) => matrix::send(&self.fetcher, &self.matrix, c, msg).await,
-            DestinationConfig::Mailto(c) => match &self.relay {
-                Some(relay) => relay.send_notification(c, msg).await,
-                None => Outcome::failed(mailto::NO_RELAY),
-            },
+            DestinationConfig::Mailto(_) => Outcome::failed("mail is not sent over HTTP"),
         }
     }
 
@@ -288,3 +302,331 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use tidings_core::{Action, Notification, NotificationId, Priority};
+
+    use crate::Message;
+
+    pub(crate) fn message() -> Message {
+        Message {
+            notification: Notification {
+                id: NotificationId("01hf3zzzzzzzzzzzzzzz".into()),
+                time: 1_700_000_000,
+                event: "message".into(),
+                source: "topic:backups".into(),
+                topic: Some("backups".into()),
+                title: Some("nightly".into()),
+                message: "Backup finished\nall good".into(),
+                priority: Priority::High,
+                tags: vec!["backup".into()],
+                click: Some("https://grafana.example/d/1".into()),
+                actions: vec![Action {
+                    action: "view".into(),
+                    label: "Open".into(),
+                    url: Some("https://ops.example/".into()),
+                    method: None,
+                    body: None,
+                    clear: false,
+                }],
+                author: Some("alice".into()),
+            },
+            source_name: "backups".into(),
+            web_url: Some("https://tidings.example/n/01hf3zzzzzzzzzzzzzzz".into()),
+            reply_to: Some("reply+abc@tidings.example".into()),
+            list_id: Some("<topic-backups.tidings.example>".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::message;
+
+    /// One config of each kind, every credential set to a recognizable string.
+    fn all_kinds() -> Vec<(DestinationConfig, Vec<&'static str>)> {
+        vec![
+            (
+                DestinationConfig::parse_url(
+                    "jsons://hookuser:HOOKPASS1@hooks.example/in?token=QUERYSECRET1&+X-Api-Key=HEADERSECRET1",
+                )
+                .unwrap(),
+                vec!["HOOKPASS1", "QUERYSECRET1", "HEADERSECRET1"],
+            ),
+            (
+                DestinationConfig::Webhook(webhook::Config {
+                    url: "https://hooks.example/in".into(),
+                    secret: Some("whsec_GIVENSECRET123456".into()),
+                    headers: Default::default(),
+                    username: None,
+                    password: None,
+                }),
+                vec!["GIVENSECRET123456"],
+            ),
+            (
+                DestinationConfig::parse_url("twilio://AC123:TWILIOTOKEN1@15551234567/15557654321")
+                    .unwrap(),
+                vec!["TWILIOTOKEN1"],
+            ),
+            (
+                DestinationConfig::parse_url("ntfys://tk_NTFYTOKEN1@ntfy.example/alerts").unwrap(),
+                vec!["tk_NTFYTOKEN1"],
+            ),
+            (
+                DestinationConfig::parse_url("ntfys://bob:NTFYPASS1@ntfy.example/alerts").unwrap(),
+                vec!["NTFYPASS1"],
+            ),
+            (
+                DestinationConfig::parse_url("slack://T1ABC/B2DEF/SLACKSECRET1").unwrap(),
+                vec!["SLACKSECRET1"],
+            ),
+            (
+                DestinationConfig::parse_url("discord://123456/DISCORDTOKEN1").unwrap(),
+                vec!["DISCORDTOKEN1"],
+            ),
+            (
+                DestinationConfig::parse_url("matrixs://MATRIXTOKEN1@matrix.example.org/#ops:example.org")
+                    .unwrap(),
+                vec!["MATRIXTOKEN1"],
+            ),
+            (
+                DestinationConfig::parse_url("mailto:alice@example.org").unwrap(),
+                vec![],
+            ),
+        ]
+    }
+
+    #[test]
+    fn redaction_never_leaks_a_secret() {
+        for (cfg, secrets) in all_kinds() {
+            let cfg = cfg.prepare().unwrap();
+            let mut secrets: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
+            if let Some(s) = cfg.webhook_secret() {
+                secrets.push(s.to_owned());
+            }
+            let shown = [
+                serde_json::to_string(&cfg.redacted()).unwrap(),
+                cfg.address(),
+                format!("{cfg:?}"),
+            ];
+            for secret in &secrets {
+                for text in &shown {
+                    assert!(
+                        !text.contains(secret.as_str()),
+                        "{} leaks {secret}: {text}",
+                        cfg.kind()
+                    );
+                }
+                // The stored form does keep it (the routing side encrypts it at rest).
+                assert!(
+                    serde_json::to_string(&cfg)
+                        .unwrap()
+                        .contains(secret.as_str())
+                );
+            }
+            assert_eq!(cfg.redacted()["kind"], cfg.kind());
+        }
+    }
+
+    #[test]
+    fn redacted_shapes() {
+        let cfg = DestinationConfig::parse_url("jsons://u:p@hooks.example/in?token=abc")
+            .unwrap()
+            .prepare()
+            .unwrap();
+        assert_eq!(
+            cfg.redacted(),
+            serde_json::json!({
+                "kind": "webhook",
+                "url": "https://hooks.example/in?token=…",
+                "secret_set": true,
+                "headers": [],
+                "username": "u",
+                "password_set": true,
+            })
+        );
+        assert_eq!(cfg.address(), "https://hooks.example/in?token=…");
+        let cfg = DestinationConfig::parse_url("twilio://AC1:tok@15551234567/15557654321").unwrap();
+        assert_eq!(
+            cfg.redacted(),
+            serde_json::json!({
+                "kind": "twilio",
+                "account_sid": "AC1",
+                "auth_token_set": true,
+                "from": "+15551234567",
+                "to": "+15557654321",
+                "base_url": null,
+            })
+        );
+        assert_eq!(cfg.address(), "+15557654321");
+        let cfg = DestinationConfig::parse_url("matrixs://tok@matrix.example.org/#ops:example.org")
+            .unwrap();
+        assert_eq!(cfg.address(), "#ops:example.org on matrix.example.org");
+    }
+
+    #[test]
+    fn kinds_and_verification() {
+        let kinds: Vec<(&str, bool)> = all_kinds()
+            .iter()
+            .map(|(c, _)| (c.kind(), c.needs_verification()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("webhook", false),
+                ("webhook", false),
+                ("twilio", true),
+                ("ntfy", false),
+                ("ntfy", false),
+                ("slack", false),
+                ("discord", false),
+                ("matrix", false),
+                ("mailto", true),
+            ]
+        );
+    }
+
+    #[test]
+    fn json_form_round_trips_and_names_unknown_fields() {
+        let cfg: DestinationConfig = serde_json::from_value(serde_json::json!({
+            "kind": "ntfy", "url": "https://ntfy.example", "topic": "alerts", "token": "tk_x"
+        }))
+        .unwrap();
+        assert_eq!(cfg.kind(), "ntfy");
+        let back: DestinationConfig =
+            serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(back, cfg);
+        let err = serde_json::from_value::<DestinationConfig>(serde_json::json!({
+            "kind": "webhook", "url": "https://x.example", "secert": "typo"
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("secert"), "{err}");
+        let err = serde_json::from_value::<DestinationConfig>(serde_json::json!({"kind": "pager"}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pager"), "{err}");
+    }
+
+    /// Odd, huge and unicode inputs through every payload builder and parser: no panic, and
+    /// the limits hold.
+    #[test]
+    fn payload_builders_never_panic() {
+        let odd_strings: Vec<String> = vec![
+            String::new(),
+            " ".into(),
+            "\u{0}\u{7}\r\n\t".into(),
+            "é".repeat(70_000),
+            "😀".repeat(50_000),
+            "&<>\"'".repeat(20_000),
+            "\u{202e}rtl\u{200b}zero-width\u{fe0f}".into(),
+            "a\r\nBcc: evil@example.org".into(),
+            "x".repeat(1_000_000),
+            "ж".repeat(3),
+            "€[]{}^~|\\".repeat(500),
+        ];
+        let slack = slack::Config::from_tokens("T", "B", "C");
+        let discord = discord::Config::from_parts("1", "t");
+        let ntfy_cfg = ntfy::Config {
+            url: "https://ntfy.example".into(),
+            topic: "t".into(),
+            token: None,
+            username: None,
+            password: None,
+        };
+        let twilio_cfg = twilio::Config {
+            account_sid: "AC1".into(),
+            auth_token: "t".into(),
+            from: "+15550000000".into(),
+            to: "+15551111111".into(),
+            base_url: None,
+        };
+        for s in &odd_strings {
+            let mut msg = message();
+            msg.notification.title = Some(s.clone());
+            msg.notification.message = s.clone();
+            msg.notification.tags = vec![s.clone(); 30];
+            msg.notification.click = Some(s.clone());
+            msg.notification.author = Some(s.clone());
+            msg.notification.source = s.clone();
+            msg.notification.id = tidings_core::NotificationId(s.clone());
+            msg.notification.time = i64::MIN;
+            msg.source_name = s.clone();
+            msg.web_url = Some(format!("https://x.example/{s}"));
+            msg.reply_to = Some(s.clone());
+            msg.list_id = Some(s.clone());
+
+            let body = serde_json::to_vec(&webhook::payload(&msg)).unwrap();
+            assert!(body.len() < 400_000, "webhook body {}", body.len());
+            let sms = twilio::sms_text(&msg);
+            assert_eq!(twilio::form(&twilio_cfg, &msg)[2].1, sms);
+            assert!(twilio::segments(&sms) <= twilio::MAX_SEGMENTS, "{sms}");
+            let ntfy_body = ntfy::payload(&ntfy_cfg, &msg);
+            assert!(ntfy_body["message"].as_str().unwrap().len() <= ntfy::MAX_MESSAGE_BYTES);
+            let slack_body = slack::payload(&slack, &msg);
+            assert!(
+                slack_body["blocks"][0]["text"]["text"]
+                    .as_str()
+                    .unwrap()
+                    .chars()
+                    .count()
+                    <= 3000
+            );
+            let d = discord::payload(&discord, &msg);
+            let embed = &d["embeds"][0];
+            let chars = |v: &serde_json::Value| v.as_str().map_or(0, |s| s.chars().count());
+            assert!(chars(&embed["title"]) <= 256 && chars(&embed["description"]) <= 4096);
+            assert!(
+                chars(&embed["title"])
+                    + chars(&embed["description"])
+                    + chars(&embed["footer"]["text"])
+                    + chars(&embed["author"]["name"])
+                    <= 6000
+            );
+            let event = matrix::event(&msg);
+            assert!(serde_json::to_vec(&event).unwrap().len() < 65_000);
+            let _ = matrix::txn_id(s, s);
+            let _ = mailto::text_body(&msg);
+            let html = mailto::html_body(&msg);
+            assert!(!html.contains("<script") && !html.contains("Bcc: evil\r"));
+            let subject = mailto::subject(&msg);
+            assert!(!subject.contains('\n') && subject.chars().count() <= 200);
+            let _ = mailto::message_id(s, s, "example.org");
+            let _ = twilio::sign(s, s, &[(s.clone(), s.clone())]);
+            let _ = webhook::sign(s, i64::MAX, s.as_bytes());
+
+            // Parsers and preparation on the same inputs.
+            let _ = DestinationConfig::parse_url(s);
+            for scheme in [
+                "json://",
+                "twilio://",
+                "ntfy://",
+                "slack://",
+                "discord://",
+                "matrixs://",
+                "mailto:",
+                "mailto://",
+            ] {
+                let _ = DestinationConfig::parse_url(&format!("{scheme}{s}"));
+                let _ = DestinationConfig::parse_url(&format!("{scheme}{s}@{s}/{s}?{s}={s}"));
+            }
+            let _ = DestinationConfig::Webhook(webhook::Config {
+                url: s.clone(),
+                secret: Some(s.clone()),
+                headers: [(s.clone(), s.clone())].into(),
+                username: Some(s.clone()),
+                password: Some(s.clone()),
+            })
+            .prepare();
+            let _ = DestinationConfig::Matrix(matrix::Config {
+                homeserver: s.clone(),
+                access_token: s.clone(),
+                room: s.clone(),
+            })
+            .prepare();
+            let _ = DestinationConfig::Mailto(mailto::Config { to: s.clone() }).prepare();
+        }
+    }
+}

@@ -782,3 +782,181 @@ async fn connection_refused_is_a_clear_connect_error() {
     }
     assert!(err.to_string().starts_with("could not connect: "));
 }
+
+#[tokio::test]
+async fn request_sends_any_method_with_headers_body_and_basic_auth() {
+    use axum::http::{Method, Uri};
+    use tidings_sources::fetch::REPLY_BODY_LIMIT;
+
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&seen);
+    let router = Router::new().fallback(
+        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let recorded = Arc::clone(&recorded);
+            async move {
+                let header = |name: &str| {
+                    headers
+                        .get(name)
+                        .map(|v| v.to_str().unwrap().to_owned())
+                        .unwrap_or_default()
+                };
+                recorded.lock().unwrap().push((
+                    method.to_string(),
+                    uri.to_string(),
+                    header("x-one"),
+                    header("authorization"),
+                    body.to_vec(),
+                ));
+                match uri.path() {
+                    "/busy" => respond(429, &[("Retry-After", "7")], "slow down"),
+                    "/moved" => respond(302, &[("Location", "/elsewhere")], ""),
+                    "/big" => respond(200, &[], vec![b'x'; REPLY_BODY_LIMIT + 5000]),
+                    _ => respond(201, &[], "created"),
+                }
+            }
+        },
+    );
+    let addr = serve(router).await;
+    let fetcher = open();
+
+    let reply = fetcher
+        .request(
+            "PUT",
+            &format!("http://{addr}/rooms/x?y=1"),
+            &[("X-One".into(), "1".into())],
+            b"{\"a\":1}".to_vec(),
+            Some(("user".into(), "p@ss".into())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (reply.status, reply.body.as_slice()),
+        (201, &b"created"[..])
+    );
+    assert_eq!(reply.retry_after, None);
+    {
+        let seen = seen.lock().unwrap();
+        let (method, uri, one, auth, body) = &seen[0];
+        assert_eq!((method.as_str(), uri.as_str()), ("PUT", "/rooms/x?y=1"));
+        assert_eq!(one, "1");
+        // base64("user:p@ss")
+        assert_eq!(auth, "Basic dXNlcjpwQHNz");
+        assert_eq!(body, b"{\"a\":1}");
+    }
+
+    let busy = fetcher
+        .request(
+            "POST",
+            &format!("http://{addr}/busy"),
+            &[],
+            Vec::new(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(busy.status, 429);
+    assert_eq!(busy.retry_after, Some(Duration::from_secs(7)));
+    assert_eq!(busy.body, b"slow down");
+
+    // Redirects come back as they are.
+    let moved = fetcher
+        .request(
+            "POST",
+            &format!("http://{addr}/moved"),
+            &[],
+            Vec::new(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved.status, 302);
+    assert_eq!(seen.lock().unwrap().len(), 3);
+
+    // A long reply is cut, not refused.
+    let big = fetcher
+        .request("GET", &format!("http://{addr}/big"), &[], Vec::new(), None)
+        .await
+        .unwrap();
+    assert_eq!(big.body.len(), REPLY_BODY_LIMIT);
+
+    // Bad input is a clear error, not a panic.
+    let bad_header = fetcher
+        .request(
+            "POST",
+            &format!("http://{addr}/"),
+            &[("X-Bad".into(), "a\r\nb".into())],
+            Vec::new(),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(bad_header, FetchError::Config(_)),
+        "{bad_header:?}"
+    );
+    let bad_method = fetcher
+        .request(
+            "NOT A METHOD",
+            &format!("http://{addr}/"),
+            &[],
+            Vec::new(),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(bad_method, FetchError::Config(_)),
+        "{bad_method:?}"
+    );
+}
+
+#[tokio::test]
+async fn request_follows_the_address_rules_and_the_timeout() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let addr = serve(counting(&hits)).await;
+    let strict = Fetcher::new(FetchConfig::default()).unwrap();
+    let text = forbidden_text(
+        strict
+            .request(
+                "POST",
+                &format!("http://{addr}/hook"),
+                &[],
+                b"x".to_vec(),
+                None,
+            )
+            .await,
+    );
+    assert!(
+        text.starts_with("refused: 127.0.0.1 is a loopback address"),
+        "{text}"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+
+    // A server that accepts the connection and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            held.push(conn);
+        }
+    });
+    let fetcher = Fetcher::new(FetchConfig {
+        total_timeout: Duration::from_millis(500),
+        ..open_config()
+    })
+    .unwrap();
+    let started = Instant::now();
+    let err = fetcher
+        .request(
+            "POST",
+            &format!("http://{silent_addr}/"),
+            &[],
+            Vec::new(),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, FetchError::Timeout);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
