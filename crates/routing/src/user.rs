@@ -43,6 +43,21 @@ pub enum SourceSpec {
         #[serde(default)]
         backfill: u32,
     },
+    /// One folder of the subscriber's own IMAP mailbox (`crate::source::imap`). The
+    /// password is never serialized (not stored with the subscription, not in any answer):
+    /// it is sealed into `source_secrets`. The port defaults by TLS mode (993 / 143).
+    Imap {
+        host: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+        #[serde(default = "crate::source::imap::default_tls")]
+        tls: tidings_sources::imap::TlsMode,
+        username: String,
+        #[serde(default, skip_serializing)]
+        password: crate::source::imap::Password,
+        #[serde(default = "crate::source::imap::default_folder")]
+        folder: String,
+    },
 }
 
 /// Most items a subscription may ask to be backfilled with.
@@ -77,6 +92,36 @@ impl SourceSpec {
                     selector.trim(),
                 ))
             }
+            SourceSpec::Imap { .. } => Err(Error::Invalid(
+                "an IMAP source's id depends on its owner (SourceSpec::source_id_for)".into(),
+            )),
+        }
+    }
+
+    /// The source id as `user_id` subscribes to it: a mailbox is its owner's own, so an
+    /// IMAP source's id covers the owner, host, port, user name and folder; any other kind
+    /// is [`SourceSpec::source_id`].
+    pub fn source_id_for(&self, user_id: i64) -> Result<String> {
+        match self {
+            SourceSpec::Imap {
+                host,
+                port,
+                tls,
+                username,
+                password,
+                folder,
+            } => {
+                let n =
+                    crate::source::imap::normalize(host, *port, *tls, username, password, folder)?;
+                Ok(crate::source::imap::source_id(
+                    user_id,
+                    &n.host,
+                    n.port,
+                    &n.username,
+                    &n.folder,
+                ))
+            }
+            _ => self.source_id(),
         }
     }
 
@@ -97,6 +142,25 @@ impl SourceSpec {
                 selector: selector.trim().to_owned(),
                 backfill: *backfill,
             },
+            SourceSpec::Imap {
+                host,
+                port,
+                tls,
+                username,
+                password,
+                folder,
+            } => {
+                let n =
+                    crate::source::imap::normalize(host, *port, *tls, username, password, folder)?;
+                SourceSpec::Imap {
+                    host: n.host,
+                    port: Some(n.port),
+                    tls: *tls,
+                    username: n.username,
+                    password: password.clone(),
+                    folder: n.folder,
+                }
+            }
         })
     }
 }
@@ -315,8 +379,12 @@ impl UserAvatar {
     ) -> Result<Subscription> {
         filter.validate()?;
         let source = source.normalized()?;
-        let source_id = source.source_id()?;
+        let source_id = source.source_id_for(self.user_id)?;
         let user_id = self.user_id;
+        // IMAP hook: the account, password included, is sealed and stored in the
+        // subscription's own transaction (`crate::source::imap`); the login was checked
+        // before the subscription got here.
+        let sealed = crate::source::imap::seal(&cx.env().secrets, &source_id, &source);
         let fresh = Subscription {
             id: format!("sub_{}", NotificationId::new(now_ms())),
             source_id: source_id.clone(),
@@ -345,6 +413,9 @@ impl UserAvatar {
                     "INSERT INTO events(time, kind, user_id, source_id, data) VALUES (?1, 'subscribed', ?2, ?3, json_object('subscription', ?4))",
                     rusqlite::params![now_ms(), user_id, f.source_id, row.0],
                 )?;
+                if let Some(sealed) = &sealed {
+                    crate::source::imap::store_sealed(c, user_id, &f.source_id, &spec, sealed)?;
+                }
                 Ok(row)
             })
             .await?;

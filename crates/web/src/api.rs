@@ -15,6 +15,7 @@ use tidings_core::{Filter, NotificationId, Priority, TopicName};
 use tidings_routing::directory::{Grant, TopicAccess};
 use tidings_routing::history::{self, HistoryQuery};
 use tidings_routing::source::SourceMsg;
+use tidings_routing::source::imap;
 use tidings_routing::user::{SourceSpec, UserMsg};
 use tidings_store::rusqlite::OptionalExtension as _;
 use tidings_store::{now_ms, rusqlite};
@@ -198,11 +199,11 @@ pub async fn get_subscription(
     Ok(Json(v))
 }
 
-/// The poll state of a feed or page source (`None` for topics).
+/// The poll state of a feed, page or IMAP source (`None` for topics).
 async fn source_status(
     state: &AppState,
     source_id: &str,
-) -> ApiResult<Option<tidings_sources::feed::PollStatus>> {
+) -> ApiResult<Option<tidings_routing::source::SourceStatus>> {
     if source_id.starts_with("topic:") {
         return Ok(None);
     }
@@ -260,6 +261,15 @@ pub async fn create_subscription(
                 .await
                 .map_err(crate::discover::refused)?;
         }
+        SourceSpec::Imap { .. } => {
+            // The login is tried before anything is saved.
+            let spec = body.source.normalized()?;
+            let source_id = spec.source_id_for(auth.user.id)?;
+            imap::prepare(state.services(), &source_id, &spec, state.cfg().ask_timeout)
+                .await
+                .map_err(imap_refused)?;
+            body.source = spec;
+        }
     }
     let sub = state
         .services()
@@ -275,6 +285,23 @@ pub async fn create_subscription(
         )
         .await??;
     Ok((StatusCode::CREATED, Json(json!(sub))))
+}
+
+/// A mailbox subscription that failed its login check: 400 with what the server said.
+fn imap_refused(e: imap::PrepareError) -> ApiError {
+    use tidings_sources::imap::ImapError;
+    match e {
+        imap::PrepareError::Invalid(e) => e.into(),
+        imap::PrepareError::Avatar(e) => e.into(),
+        imap::PrepareError::Login(e) => {
+            let code = match &e {
+                ImapError::Auth(_) => "imap_login_failed",
+                ImapError::NoFolder(_) => "imap_no_folder",
+                _ => "imap_connect_failed",
+            };
+            ApiError::bad_request(code, e.to_string())
+        }
+    }
 }
 
 /// `DELETE /api/v1/subscriptions/{id}`.

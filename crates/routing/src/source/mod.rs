@@ -1,17 +1,21 @@
-//! The source avatar: one per source (a topic now; feeds, pages and mailboxes later). It owns
-//! the source's subscribers and their filters, writes each notification's content once, and
-//! sends one delivery per matching subscriber to that user's avatar.
+//! The source avatar: one per source (a topic, a feed or watched page, a mail address, an
+//! IMAP mailbox). It owns the source's subscribers and their filters, writes each
+//! notification's content once, and sends one delivery per matching subscriber to that
+//! user's avatar. Each kind's own state and run loop is a module: `web` (feeds, pages),
+//! `mail` (mail to tidings' SMTP address), `imap` (a user's mailbox).
 //!
 //! It answers the ingest item's ack through shares: its own (the notification row is
 //! durable) and one per subscriber (that user's agents made the delivery durable). The item
 //! leaves the queue only when all of them are answered.
 
+pub mod imap;
 pub mod mail;
 pub mod web;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use serde::Serialize;
 use tidings_bus::ack::Ack;
 use tidings_bus::avatars::{Avatar, BoxError, Context};
 use tidings_core::ids::{source_avatar, user_avatar};
@@ -22,12 +26,22 @@ use tokio::sync::oneshot;
 use crate::ingest::Ingest;
 use crate::services::Services;
 use crate::user::{SourceSpec, UserMsg};
+use imap::{ImapMsg, ImapSource, ImapStatus};
 use web::{Fetched, WebSource};
 
 /// The reminder that wakes a web source for its next poll.
 const POLL: &str = "poll";
 /// The reminder that renews a WebSub lease.
 const WEBSUB_RENEW: &str = "websub-renew";
+
+/// The state of a polled or connected source, for `GET /api/v1/subscriptions/{id}`: a
+/// feed's or page's poll status, or a mailbox's (the same fields and its own).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum SourceStatus {
+    Web(tidings_sources::feed::PollStatus),
+    Imap(ImapStatus),
+}
 
 #[derive(Debug, Clone)]
 struct Subscriber {
@@ -57,10 +71,12 @@ pub enum SourceMsg {
     CountSubscribers {
         reply: oneshot::Sender<usize>,
     },
-    /// The poll state of a web source (`None` for a topic).
+    /// The poll state of a web or IMAP source (`None` for a topic or a mail address).
     Status {
-        reply: oneshot::Sender<Option<tidings_sources::feed::PollStatus>>,
+        reply: oneshot::Sender<Option<SourceStatus>>,
     },
+    /// The IMAP connection task, or the subscribe-time check of a mailbox.
+    Imap(ImapMsg),
     /// A fetch task finished.
     Fetched(Box<Fetched>),
     /// A hub verifies our intent (`GET /websub/<id>?hub.mode=...`): answer whether to echo
@@ -92,6 +108,8 @@ pub struct SourceAvatar {
     subscribers: HashMap<i64, Subscriber>,
     /// Feeds and watched pages; `None` for topics.
     web: Option<WebSource>,
+    /// IMAP mailboxes.
+    imap: Option<ImapSource>,
 }
 
 impl Avatar for SourceAvatar {
@@ -144,11 +162,17 @@ impl Avatar for SourceAvatar {
         } else {
             None
         };
+        let imap = if source_id.starts_with("imap:") {
+            Some(ImapSource::load(cx.env(), &source_id).await?)
+        } else {
+            None
+        };
         Ok(SourceAvatar {
             source_id,
             topic,
             subscribers,
             web,
+            imap,
         })
     }
 
@@ -190,10 +214,18 @@ impl Avatar for SourceAvatar {
                         filter,
                     },
                 );
+                if let Some(i) = &mut self.imap {
+                    i.subscribed(&self.source_id, spec.as_ref(), cx).await;
+                }
                 self.web_subscribed(spec, cx).await;
             }
             SourceMsg::Unsubscribe { user_id } => {
                 self.subscribers.remove(&user_id);
+                if self.subscribers.is_empty()
+                    && let Some(i) = &mut self.imap
+                {
+                    i.unsubscribed(&self.source_id, cx).await;
+                }
                 if self.subscribers.is_empty() && self.web.is_some() {
                     // Nobody listens: stop polling (the state stays for a later subscriber).
                     if let Err(e) = cx.cancel_reminder(POLL).await {
@@ -205,7 +237,20 @@ impl Avatar for SourceAvatar {
                 let _ = reply.send(self.subscribers.len());
             }
             SourceMsg::Status { reply } => {
-                let _ = reply.send(self.web.as_ref().map(|w| w.state.status()));
+                let status = match (&self.web, &self.imap) {
+                    (Some(w), _) => Some(SourceStatus::Web(w.state.status())),
+                    (None, Some(i)) => Some(SourceStatus::Imap(i.status())),
+                    (None, None) => None,
+                };
+                let _ = reply.send(status);
+            }
+            SourceMsg::Imap(m) => {
+                let watched = !self.subscribers.is_empty();
+                if let Some(i) = &mut self.imap {
+                    i.handle(&self.source_id, m, watched, cx).await;
+                } else if let ImapMsg::Fetched { reply, .. } = m {
+                    let _ = reply.send(false);
+                }
             }
             SourceMsg::Fetched(f) => {
                 if let Some(w) = &mut self.web {
@@ -248,7 +293,14 @@ impl Avatar for SourceAvatar {
     }
 
     async fn on_reminder(&mut self, name: String, _payload: String, cx: &Context<Self>) {
-        if name == POLL {
+        if name == imap::REMINDER {
+            let watched = !self.subscribers.is_empty();
+            if let Some(i) = &mut self.imap {
+                i.on_reminder(&self.source_id, watched, cx).await;
+            } else if let Err(e) = cx.cancel_reminder(imap::REMINDER).await {
+                tracing::debug!(source = %self.source_id, error = %e, "stray imap reminder");
+            }
+        } else if name == POLL {
             self.start_poll(cx).await;
         } else if name == WEBSUB_RENEW {
             if let Some(w) = &mut self.web
@@ -263,8 +315,12 @@ impl Avatar for SourceAvatar {
         }
     }
 
-    async fn passivate(&mut self, _cx: &Context<Self>) {
-        // Every change is written through as it happens; nothing is held back.
+    async fn passivate(&mut self, cx: &Context<Self>) {
+        // Every change is written through as it happens; nothing is held back. A live IMAP
+        // session stops here and its reminder brings it back.
+        if let Some(i) = &mut self.imap {
+            i.passivate(&self.source_id, cx).await;
+        }
     }
 }
 

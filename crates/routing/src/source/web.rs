@@ -80,7 +80,7 @@ pub struct WebSource {
 impl WebSource {
     pub fn from_spec(spec: &SourceSpec) -> Option<WebSource> {
         let (kind, url, backfill) = match spec {
-            SourceSpec::Topic { .. } => return None,
+            SourceSpec::Topic { .. } | SourceSpec::Imap { .. } => return None,
             SourceSpec::Feed { url, backfill } => (WebKind::Feed, url, *backfill),
             SourceSpec::Page {
                 url,
