@@ -36,7 +36,9 @@ struct MemorySink {
 impl MemorySink {
     fn new() -> MemorySink {
         MemorySink {
-            users: ["alice", "bob", "faulty", "hung"].into_iter().collect(),
+            users: ["alice", "bob", "faulty", "hung", "private"]
+                .into_iter()
+                .collect(),
             mails: Mutex::new(Vec::new()),
         }
     }
@@ -47,12 +49,15 @@ impl MemorySink {
 }
 
 impl MailSink for MemorySink {
-    fn check_recipient(
-        &self,
-        local: &str,
-        _label: Option<&str>,
-    ) -> BoxFuture<'_, Result<(), Refusal>> {
-        let result = if local == "flaky" {
+    fn check_recipient<'a>(
+        &'a self,
+        local: &'a str,
+        _label: Option<&'a str>,
+        mail_from: &'a str,
+    ) -> BoxFuture<'a, Result<(), Refusal>> {
+        let result = if local == "private" && mail_from != "friend@example.org" {
+            Err(Refusal::NotAllowed("Only my friend may write here".into()))
+        } else if local == "flaky" {
             Err(Refusal::Temporary(
                 "Directory unavailable, try later".into(),
             ))
@@ -564,6 +569,24 @@ async fn raw_pipelining_is_answered_in_order() {
     assert_eq!(mails.len(), 1);
     assert_eq!(mails[0].raw, b"Subject: p\r\n\r\npipelined\r\n");
     assert_eq!(mails[0].recipients.len(), 2);
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn a_recipient_can_refuse_a_sender_with_5_7_1() {
+    let server = start(config()).await;
+    let (mut c, _) = Raw::connect(server.addr).await;
+    c.send(b"EHLO raw.test\r\nMAIL FROM:<stranger@example.org>\r\nRCPT TO:<private@tidings.test>\r\nRSET\r\nMAIL FROM:<friend@example.org>\r\nRCPT TO:<private@tidings.test>\r\nQUIT\r\n")
+        .await;
+    assert!(c.reply().await.starts_with("250-"));
+    assert_eq!(code(&c.reply().await), "250 2.1.0");
+    let refused = c.reply().await;
+    assert_eq!(code(&refused), "550 5.7.1");
+    assert!(refused.contains("Only my friend"), "{refused}");
+    assert_eq!(code(&c.reply().await), "250 2.0.0");
+    assert_eq!(code(&c.reply().await), "250 2.1.0");
+    assert_eq!(code(&c.reply().await), "250 2.1.5");
+    assert_eq!(code(&c.reply().await), "221 2.0.0");
     server.stop().await.expect("clean stop");
 }
 

@@ -27,6 +27,8 @@ pub struct ParsedMail {
     pub subject: Option<String>,
     /// The first From address as `Name <addr>`, or just the address (or name).
     pub from: Option<String>,
+    /// Where a reply goes: the Reply-To address, else the From address (bare `a@b`).
+    pub reply_address: Option<String>,
     /// The Message-ID without its angle brackets.
     pub message_id: Option<String>,
     /// The message text with LF line ends, trimmed.
@@ -73,6 +75,7 @@ pub fn parse_mail(raw: &[u8]) -> ParsedMail {
     let mut mail = ParsedMail {
         subject: subject(&message, &mut warnings),
         from: from(&message, &mut warnings),
+        reply_address: reply_address(&message),
         message_id: message_id(&message, &mut warnings),
         text,
         attachments: attachments(&message, used),
@@ -132,6 +135,58 @@ fn from(message: &Message<'_>, warnings: &mut Vec<String>) -> Option<String> {
         }
     }
     formatted
+}
+
+fn reply_address(message: &Message<'_>) -> Option<String> {
+    let first = |a: Option<&Address<'_>>| {
+        a.and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .map(str::trim)
+            .filter(|a| a.contains('@') && a.len() <= 254 && !a.contains(char::is_whitespace))
+            .map(str::to_owned)
+    };
+    first(message.reply_to()).or_else(|| first(message.from()))
+}
+
+/// The new text of a reply: what comes before the quoted original (`> ` lines, an
+/// "On … wrote:" line, a `-----Original Message-----` block) and before a signature (`-- `).
+pub fn reply_text(text: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let t = line.trim_end();
+        if t == "-- " || t == "--" {
+            break;
+        }
+        if t.starts_with('>') {
+            // Quoted: stop if the rest is all quote (bottom quoting); skip inline quotes.
+            if lines[i..]
+                .iter()
+                .all(|l| l.trim().is_empty() || l.trim_start().starts_with('>'))
+            {
+                break;
+            }
+            continue;
+        }
+        let lower = t.trim().to_ascii_lowercase();
+        if lower.starts_with("-----original message-----")
+            || (lower.starts_with("on ") && lower.ends_with("wrote:"))
+            || (lower.ends_with("wrote:")
+                && lines
+                    .get(i + 1)
+                    .is_some_and(|n| n.trim_start().starts_with('>') || n.trim().is_empty()))
+        {
+            break;
+        }
+        out.push(t);
+    }
+    while out.last().is_some_and(|l| l.trim().is_empty()) {
+        out.pop();
+    }
+    while out.first().is_some_and(|l| l.trim().is_empty()) {
+        out.remove(0);
+    }
+    out.join("\n")
 }
 
 fn format_address(address: &Address<'_>) -> Option<String> {

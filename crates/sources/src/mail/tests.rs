@@ -1,6 +1,6 @@
 //! parse_mail on well-formed, exotic and broken messages.
 
-use super::{Attachment, parse_mail};
+use super::{Attachment, parse_mail, reply_text};
 
 fn crlf(s: &str) -> Vec<u8> {
     s.replace("\r\n", "\n").replace('\n', "\r\n").into_bytes()
@@ -394,4 +394,35 @@ fn mutated_messages_never_panic() {
         }
         let _ = parse_mail(&m);
     }
+}
+
+#[test]
+fn replies_go_to_reply_to_else_from() {
+    let raw = crlf(
+        "From: Alice <alice@example.org>\nReply-To: Team <team@example.org>\nSubject: x\n\nhi\n",
+    );
+    assert_eq!(
+        parse_mail(&raw).reply_address.as_deref(),
+        Some("team@example.org")
+    );
+    let raw = crlf("From: Alice <alice@example.org>\nSubject: x\n\nhi\n");
+    assert_eq!(
+        parse_mail(&raw).reply_address.as_deref(),
+        Some("alice@example.org")
+    );
+    let raw = crlf("From: not an address\nSubject: x\n\nhi\n");
+    assert_eq!(parse_mail(&raw).reply_address, None);
+}
+
+#[test]
+fn reply_text_drops_quotes_and_signatures() {
+    let top = "Thanks, restarting it now.\n\nOn Tue, 3 Mar 2026 at 10:00, tidings <t@x> wrote:\n> Disk full\n> on sda1\n";
+    assert_eq!(reply_text(top), "Thanks, restarting it now.");
+    let inline = "> Disk full?\nYes, on sda1.\n> Fix it?\nDone.\n-- \nBob\n";
+    assert_eq!(reply_text(inline), "Yes, on sda1.\nDone.");
+    let outlook = "ack\n-----Original Message-----\nFrom: tidings\n";
+    assert_eq!(reply_text(outlook), "ack");
+    let german = "Erledigt.\n\nAlice schrieb wrote:\n> alt\n";
+    assert_eq!(reply_text(german), "Erledigt.");
+    assert_eq!(reply_text("\n\n  \n"), "");
 }

@@ -232,9 +232,10 @@ impl Conn {
                 // The sink is bounded like the client: a lookup or a store that hangs gets
                 // a temporary failure, and the client retries later.
                 Event::CheckRecipient(rcpt) => {
-                    let lookup = self
-                        .sink
-                        .check_recipient(&rcpt.local, rcpt.label.as_deref());
+                    let from = session.mail_from().to_owned();
+                    let lookup =
+                        self.sink
+                            .check_recipient(&rcpt.local, rcpt.label.as_deref(), &from);
                     let result = timeout(self.cfg.idle_timeout, lookup)
                         .await
                         .unwrap_or_else(|_| Err(Refusal::Temporary(String::new())));

@@ -86,19 +86,25 @@ pub enum Refusal {
     /// Cannot tell right now (directory unavailable...): 451 4.3.0, the sender retries.
     #[error("temporary failure: {0}")]
     Temporary(String),
+    /// The address exists but this sender may not use it (a reply address used by someone
+    /// other than the notification's recipient): 550 5.7.1 with the text.
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
 }
 
 /// Who the listener hands recipients and messages to. Implemented by the server
 /// (directory + durable ingest queue); tests implement it in memory.
 pub trait MailSink: Send + Sync + 'static {
     /// A RCPT TO address at `mail_domain`: `local` is the user name, `label` the part after
-    /// '+' (both lowercased). `Ok(())` accepts; `Err(Refusal::UnknownUser)` → 550 5.1.1;
+    /// '+' (both lowercased); `mail_from` the envelope sender. `Ok(())` accepts;
+    /// `Err(Refusal::UnknownUser)` → 550 5.1.1; `Err(Refusal::NotAllowed(text))` → 550 5.7.1;
     /// `Err(Refusal::Temporary(text))` → 451 4.3.0.
-    fn check_recipient(
-        &self,
-        local: &str,
-        label: Option<&str>,
-    ) -> BoxFuture<'_, Result<(), Refusal>>;
+    fn check_recipient<'a>(
+        &'a self,
+        local: &'a str,
+        label: Option<&'a str>,
+        mail_from: &'a str,
+    ) -> BoxFuture<'a, Result<(), Refusal>>;
 
     /// The whole message for its accepted recipients. Must return only once it is durable
     /// (then the session answers 250), or an error (→ 451 4.3.0, the client retries).

@@ -162,6 +162,11 @@ impl Session {
         self.tls_active = true;
     }
 
+    /// The envelope sender of the transaction in progress (empty for `<>` or none).
+    pub fn mail_from(&self) -> &str {
+        self.tx.as_ref().map_or("", |t| t.mail_from.as_str())
+    }
+
     /// The result of the lookup asked for by [`Event::CheckRecipient`].
     pub fn recipient_checked(&mut self, result: Result<(), Refusal>) {
         let Some(Waiting::Recipient(rcpt)) = self.waiting.take() else {
@@ -176,6 +181,9 @@ impl Session {
             }
             Err(Refusal::UnknownUser) => {
                 self.line(550, Some("5.1.1"), "No such user here");
+            }
+            Err(Refusal::NotAllowed(text)) => {
+                self.line(550, Some("5.7.1"), &text);
             }
             Err(Refusal::Temporary(text)) => {
                 let text = if text.trim().is_empty() {
