@@ -131,6 +131,10 @@ pub struct Directory {
     state: RwLock<State>,
 }
 
+/// Names no user may have: mail to them means something else (`reply+<token>@` is a
+/// reply to a delivered notification; the rest are addresses RFC 2142 reserves).
+pub const RESERVED_USER_NAMES: &[&str] = &["reply", "postmaster", "abuse", "mailer-daemon"];
+
 /// Checks a user name: 1-32 of lowercase letters, digits, `.`, `_`, `-`, starting with a
 /// letter or digit.
 pub fn valid_user_name(name: &str) -> bool {
@@ -281,6 +285,11 @@ impl Directory {
                 "user name {name:?}: use 1-32 of a-z, 0-9, '.', '_', '-', starting with a letter or digit"
             )));
         }
+        if RESERVED_USER_NAMES.contains(&name) {
+            return Err(Error::Invalid(format!(
+                "user name {name:?} is reserved (it is a mail address tidings uses itself)"
+            )));
+        }
         if self.read().by_name.contains_key(name) {
             return Err(Error::Conflict(format!("user {name:?}")));
         }
@@ -344,8 +353,27 @@ impl Directory {
                     [id],
                 )?;
                 c.execute("DELETE FROM topics WHERE owner_id = ?1", [id])?;
+                // A user's mailbox passwords go with their subscriptions.
+                c.execute(
+                    "DELETE FROM source_secrets WHERE source_id IN
+                        (SELECT source_id FROM subscriptions WHERE user_id = ?1 AND source_id LIKE 'imap:%')",
+                    [id],
+                )?;
                 c.execute("DELETE FROM subscriptions WHERE user_id = ?1", [id])?;
                 c.execute("DELETE FROM inbox WHERE user_id = ?1", [id])?;
+                // Ids can be reused after the highest one is removed: nothing of this user
+                // may be left for a later one to inherit.
+                for table in [
+                    "destinations",
+                    "outbox",
+                    "reply_tokens",
+                    "private_feeds",
+                    "held",
+                    "digest_items",
+                    "user_settings",
+                ] {
+                    c.execute(&format!("DELETE FROM {table} WHERE user_id = ?1"), [id])?;
+                }
                 c.execute(
                     "INSERT INTO events(time, kind, user_id) VALUES (?1, 'user_removed', ?2)",
                     rusqlite::params![now_ms(), id],

@@ -9,8 +9,9 @@ use tidings_core::Notification;
 
 use crate::services::Services;
 use crate::source::SourceMsg;
+use crate::user::UserMsg;
 
-/// A queued input, addressed to a source avatar.
+/// A queued input, addressed to a source avatar (a reply: to a user avatar).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Ingest {
@@ -28,6 +29,20 @@ pub enum Ingest {
         mail_from: String,
         received_at: i64,
     },
+    /// A reply by mail to a delivered notification (raw, base64), for the user avatar.
+    Reply {
+        raw_b64: String,
+        /// Hash of the reply address' token.
+        token_hash: String,
+        mail_from: String,
+        received_at: i64,
+    },
+    /// An SMS to a user's phone destination (Twilio's inbound webhook), for the user avatar.
+    SmsReply {
+        destination_id: String,
+        text: String,
+        received_at: i64,
+    },
 }
 
 /// The dispatcher's handler: parses each item and tells its source avatar. The avatar
@@ -43,6 +58,34 @@ pub fn handler(services: Arc<Services>) -> Handler {
                     return;
                 }
             };
+            // Replies go to the user avatar that owns the notification; the rest to sources.
+            let ingest = match ingest {
+                Ingest::Reply {
+                    raw_b64,
+                    token_hash,
+                    ..
+                } => {
+                    let msg = |ack| UserMsg::MailReply {
+                        raw_b64,
+                        token_hash,
+                        ack,
+                    };
+                    return to_user(&services, &item.target, msg, ack).await;
+                }
+                Ingest::SmsReply {
+                    destination_id,
+                    text,
+                    ..
+                } => {
+                    let msg = |ack| UserMsg::SmsReply {
+                        destination_id,
+                        text,
+                        ack,
+                    };
+                    return to_user(&services, &item.target, msg, ack).await;
+                }
+                other => other,
+            };
             if !item.target.starts_with("source:") {
                 ack.nack(format!("target {:?} is not a source avatar", item.target));
                 return;
@@ -54,4 +97,15 @@ pub fn handler(services: Arc<Services>) -> Handler {
             }
         })
     })
+}
+
+async fn to_user(services: &Services, target: &str, msg: impl FnOnce(Ack) -> UserMsg, ack: Ack) {
+    if !target.starts_with("user:") {
+        ack.nack(format!("target {target:?} is not a user avatar"));
+        return;
+    }
+    if let Err(e) = services.users().tell(target, msg(ack)).await {
+        // The message (and its ack) was dropped: the queue redelivers later.
+        tracing::warn!(%target, error = %e, "cannot hand reply to its user");
+    }
 }

@@ -5,21 +5,28 @@
 //!   filters; writes each notification once and sends one message per matching subscriber.
 //! - [`user`]: the user avatar (one per user): history, acks, subscriptions, presence; hands
 //!   every delivery to the agents.
-//! - [`agents`]: delivery agents, one module per kind (`history`, `live`). Adding a channel is
+//! - [`agents`]: delivery agents, one module per kind (`history`, `live`, `outbox`). Adding a channel is
 //!   a new module plus one line in [`agents::default_agents`].
+//! - [`destinations`]: a user's destinations (webhooks, mail, SMS, chat): options, sealed
+//!   credentials, verification codes; owned by the user avatar, sent to by `agents::outbox`.
 //! - [`directory`]: users, tokens, sessions, topics and grants, cached in memory so that no
 //!   request waits on the store to authenticate or authorize.
 //! - [`history`]: read-only queries over a user's history for the API.
 //! - [`ingest`]: the payloads that travel through the durable ingest queue, and the handler
 //!   that hands them to source avatars.
 //! - [`private_feed`]: private Atom feeds' secrets (create/rotate, list, delete, resolve).
+//! - [`replies`]: reply addresses of delivered mail, checked when a reply arrives.
+//! - [`schedule`]: quiet hours and digests (settings, windows, the digest message).
 //! - [`services`]: the shared environment every avatar sees.
 
 pub mod agents;
+pub mod destinations;
 pub mod directory;
 pub mod history;
 pub mod ingest;
 pub mod private_feed;
+pub mod replies;
+pub mod schedule;
 pub mod services;
 pub mod source;
 pub mod user;
@@ -44,6 +51,8 @@ pub enum Error {
     Forbidden(String),
     #[error("invalid: {0}")]
     Invalid(String),
+    #[error("too soon: {0}")]
+    TooSoon(String),
 }
 
 impl From<tidings_store::rusqlite::Error> for Error {

@@ -6,11 +6,13 @@ use std::sync::{Arc, OnceLock};
 use tidings_bus::avatars::{Runtime, RuntimeConfig};
 use tidings_bus::queue::IngestQueue;
 use tidings_core::ids::user_avatar;
+use tidings_sinks::{Sinks, SinksConfig};
 use tidings_sources::feed::SchedulePolicy;
 use tidings_sources::fetch::{FetchConfig, FetchError, Fetcher};
 use tidings_store::{SecretBox, Store};
 
 use crate::agents::live::LiveHub;
+use crate::agents::outbox::{Outbox, OutboxConfig};
 use crate::agents::{Agent, default_agents};
 use crate::directory::Directory;
 use crate::source::SourceAvatar;
@@ -27,6 +29,9 @@ pub struct ServicesConfig {
     pub websub: Option<WebSubConfig>,
     /// Seals credentials at rest; `None` uses a key that lives as long as the process.
     pub secrets: Option<SecretBox>,
+    /// The wire side of destinations; `None`: defaults (no mail relay, strict address rules).
+    pub sinks: Option<SinksConfig>,
+    pub outbox: OutboxConfig,
 }
 
 /// How sources subscribe at WebSub hubs.
@@ -50,6 +55,8 @@ pub struct Services {
     pub websub: Option<WebSubConfig>,
     /// Seals credentials (destinations, IMAP passwords, private feed secrets) at rest.
     pub secrets: SecretBox,
+    /// Deliveries to destinations, queued per destination.
+    pub outbox: Arc<Outbox>,
     queue: Arc<dyn IngestQueue>,
     users: OnceLock<Runtime<UserAvatar>>,
     sources: OnceLock<Runtime<SourceAvatar>>,
@@ -65,6 +72,13 @@ impl Services {
         cfg: ServicesConfig,
     ) -> Result<Arc<Services>, FetchError> {
         let (live, mut presence) = LiveHub::new();
+        let secrets = cfg.secrets.unwrap_or_else(SecretBox::ephemeral);
+        let sinks = Sinks::new(cfg.sinks.unwrap_or_else(|| SinksConfig {
+            fetch: FetchConfig::default(),
+            relay: None,
+        }))
+        .map_err(|e| FetchError::Config(e.to_string()))?;
+        let outbox = Outbox::start(store.clone(), secrets.clone(), sinks, cfg.outbox);
         let s = Arc::new(Services {
             store: store.clone(),
             directory,
@@ -72,7 +86,8 @@ impl Services {
             fetcher: Fetcher::new(cfg.fetch)?,
             schedule: cfg.schedule,
             websub: cfg.websub,
-            secrets: cfg.secrets.unwrap_or_else(SecretBox::ephemeral),
+            secrets,
+            outbox,
             queue,
             users: OnceLock::new(),
             sources: OnceLock::new(),
@@ -118,6 +133,7 @@ impl Services {
 
     /// Passivates every avatar (sources first, since they send to users).
     pub async fn shutdown(&self) {
+        self.outbox.shutdown();
         self.sources().shutdown().await;
         self.users().shutdown().await;
     }

@@ -1,6 +1,8 @@
-//! The user avatar: one per user. It owns the user's subscriptions, acks and presence, and
-//! hands every delivery to the delivery agents (history always, the live stream, and the
-//! channels later issues add). Routing is the skeleton here: every agent gets every item.
+//! The user avatar: one per user. It owns the user's subscriptions, destinations, acks and
+//! presence, and hands every delivery to the delivery agents: history always, the live
+//! stream, and the outbox with the destinations this item goes to (each with the reason).
+//! Until routing rules arrive, a destination takes every item it accepts by its options
+//! (enabled, verified, minimum priority, subscriptions).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -15,6 +17,9 @@ use tidings_store::{now_ms, rusqlite};
 use tokio::sync::oneshot;
 
 use crate::agents::Delivery;
+use crate::agents::outbox::{self, Purpose};
+use crate::destinations::{self, CodeCheck, Destination, DestinationOptions, Target};
+use crate::schedule::{self, UserSettings, Wait};
 use crate::services::Services;
 use crate::source::SourceMsg;
 use crate::{Error, Result};
@@ -224,6 +229,76 @@ pub enum UserMsg {
     },
     /// Presence on a channel changed (`web` for live streams).
     Presence { channel: &'static str, online: bool },
+    ListDestinations {
+        reply: oneshot::Sender<Vec<Arc<Destination>>>,
+    },
+    /// Adds a destination (already checked by the caller: URL rules, relay present).
+    AddDestination {
+        new: NewDestination,
+        reply: oneshot::Sender<Result<Arc<Destination>>>,
+    },
+    UpdateDestination {
+        id: String,
+        patch: DestinationPatch,
+        reply: oneshot::Sender<Result<Arc<Destination>>>,
+    },
+    RemoveDestination {
+        id: String,
+        reply: oneshot::Sender<Result<Arc<Destination>>>,
+    },
+    VerifyDestination {
+        id: String,
+        code: String,
+        reply: oneshot::Sender<Result<Arc<Destination>>>,
+    },
+    /// Sends a new verification code.
+    SendCode {
+        id: String,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// Queues a test message; answers its notification id.
+    TestDestination {
+        id: String,
+        reply: oneshot::Sender<Result<NotificationId>>,
+    },
+    /// A reply by mail to a delivered notification (from the ingest queue).
+    MailReply {
+        raw_b64: String,
+        token_hash: String,
+        ack: Ack,
+    },
+    /// An SMS to one of the user's phone destinations (from the ingest queue).
+    SmsReply {
+        destination_id: String,
+        text: String,
+        ack: Ack,
+    },
+    /// A message from tidings itself for the user's history and live streams (a reply
+    /// that could not be forwarded, ...); never sent to destinations.
+    Notice { title: String, message: String },
+    GetSettings {
+        reply: oneshot::Sender<UserSettings>,
+    },
+    PutSettings {
+        settings: UserSettings,
+        reply: oneshot::Sender<Result<UserSettings>>,
+    },
+}
+
+/// A destination as a user adds it.
+#[derive(Debug, Clone)]
+pub struct NewDestination {
+    pub name: String,
+    pub config: tidings_sinks::DestinationConfig,
+    pub options: DestinationOptions,
+}
+
+/// Changes to a destination.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationPatch {
+    pub name: Option<String>,
+    pub options: Option<DestinationOptions>,
 }
 
 pub struct UserAvatar {
@@ -232,7 +307,16 @@ pub struct UserAvatar {
     recent: VecDeque<NotificationId>,
     recent_set: HashSet<NotificationId>,
     web_online: bool,
+    destinations: Vec<Arc<Destination>>,
+    settings: UserSettings,
 }
+
+/// The reminder that ends quiet hours (releases what they held).
+const QUIET_END: &str = "quiet-end";
+/// Prefix of a destination's digest reminder: `digest:<destination id>`.
+const DIGEST: &str = "digest:";
+/// Held items or digest items read from disk at a time.
+const RELEASE_BATCH: i64 = 1000;
 
 impl Avatar for UserAvatar {
     type Msg = UserMsg;
@@ -245,12 +329,26 @@ impl Avatar for UserAvatar {
             .and_then(|n| n.parse().ok())
             .ok_or_else(|| format!("{id:?} is not a user avatar id"))?;
         let removed = cx.env().directory.user(user_id).is_none();
+        let secrets = cx.env().secrets.clone();
+        let (destinations, settings) = cx
+            .env()
+            .store
+            .read(move |c| {
+                Ok((
+                    destinations::load_for_user(c, &secrets, user_id)?,
+                    schedule::load_settings(c, user_id)?,
+                ))
+            })
+            .await?;
+        let destinations = destinations.into_iter().map(Arc::new).collect();
         Ok(UserAvatar {
             user_id,
             removed,
             recent: VecDeque::with_capacity(64),
             recent_set: HashSet::with_capacity(64),
             web_online: cx.env().live.open_streams(user_id) > 0,
+            destinations,
+            settings,
         })
     }
 
@@ -262,7 +360,24 @@ impl Avatar for UserAvatar {
                 ack,
             } => self.deliver(notification, subscription, ack, cx).await,
             UserMsg::Ack { id, reply } => {
-                let _ = reply.send(self.ack(id, cx).await);
+                let _ = reply.send(self.ack(id, "api", cx).await);
+            }
+            UserMsg::MailReply {
+                raw_b64,
+                token_hash,
+                ack,
+            } => self.mail_reply(raw_b64, token_hash, ack, cx).await,
+            UserMsg::SmsReply {
+                destination_id,
+                text,
+                ack,
+            } => self.sms_reply(destination_id, text, ack, cx).await,
+            UserMsg::Notice { title, message } => self.notice(title, message, cx).await,
+            UserMsg::GetSettings { reply } => {
+                let _ = reply.send(self.settings.clone());
+            }
+            UserMsg::PutSettings { settings, reply } => {
+                let _ = reply.send(self.put_settings(settings, cx).await);
             }
             UserMsg::Subscribe {
                 source,
@@ -275,11 +390,41 @@ impl Avatar for UserAvatar {
                 let _ = reply.send(self.unsubscribe(id, cx).await);
             }
             UserMsg::Presence { channel, online } => self.presence(channel, online, cx).await,
+            UserMsg::ListDestinations { reply } => {
+                let _ = reply.send(self.destinations.clone());
+            }
+            UserMsg::AddDestination { new, reply } => {
+                let _ = reply.send(self.add_destination(new, cx).await);
+            }
+            UserMsg::UpdateDestination { id, patch, reply } => {
+                let _ = reply.send(self.update_destination(&id, patch, cx).await);
+            }
+            UserMsg::RemoveDestination { id, reply } => {
+                let _ = reply.send(self.remove_destination(&id, cx).await);
+            }
+            UserMsg::VerifyDestination { id, code, reply } => {
+                let _ = reply.send(self.verify_destination(&id, code, cx).await);
+            }
+            UserMsg::SendCode { id, reply } => {
+                let _ = reply.send(self.send_code(&id, cx).await);
+            }
+            UserMsg::TestDestination { id, reply } => {
+                let _ = reply.send(self.test_destination(&id, cx).await);
+            }
         }
     }
 
-    async fn on_reminder(&mut self, name: String, _payload: String, _cx: &Context<Self>) {
-        tracing::debug!(user_id = self.user_id, %name, "user reminder with no use yet");
+    async fn on_reminder(&mut self, name: String, _payload: String, cx: &Context<Self>) {
+        if self.removed {
+            return;
+        }
+        if name == QUIET_END {
+            self.release_held(cx).await;
+        } else if let Some(dest) = name.strip_prefix(DIGEST) {
+            self.send_digest(dest, cx).await;
+        } else {
+            tracing::warn!(user_id = self.user_id, %name, "unknown user reminder");
+        }
     }
 
     async fn passivate(&mut self, _cx: &Context<Self>) {
@@ -300,10 +445,28 @@ impl UserAvatar {
             ack.ack();
             return;
         }
+        let targets: Vec<Target> = self
+            .destinations
+            .iter()
+            .filter_map(|d| {
+                d.accepts(&n, subscription.as_deref()).map(|reason| Target {
+                    destination: d.clone(),
+                    reason,
+                })
+            })
+            .collect();
+        let targets = match self.shape(&n, targets, cx).await {
+            Ok(t) => t,
+            Err(e) => {
+                ack.nack(format!("held deliveries not stored: {e}"));
+                return;
+            }
+        };
         let d = Delivery {
             user_id: self.user_id,
             notification: n.clone(),
             subscription,
+            targets,
         };
         let seen = !self.remember(&n.id);
         for agent in cx.env().agents() {
@@ -315,6 +478,331 @@ impl UserAvatar {
             agent.deliver(&d, ack.share()).await;
         }
         ack.ack();
+    }
+
+    /// Quiet hours and digests: targets that must wait are written to disk here (durable
+    /// before this returns, with a reminder for when they are due); the rest go out now.
+    async fn shape(
+        &mut self,
+        n: &Notification,
+        targets: Vec<Target>,
+        cx: &Context<Self>,
+    ) -> Result<Vec<Target>> {
+        if targets.is_empty() {
+            return Ok(targets);
+        }
+        let now = now_ms();
+        let quiet = self
+            .settings
+            .quiet_hours
+            .as_ref()
+            .filter(|q| n.priority < q.breakthrough)
+            .and_then(|_| self.settings.quiet_until(now));
+        let mut send = Vec::new();
+        let mut waiting = Vec::new();
+        let mut due = Vec::new();
+        for t in targets {
+            let d = &t.destination;
+            if let Some(until) = quiet {
+                let why = format!("held by quiet hours until {}", self.settings.local(until));
+                waiting.push((Wait::Quiet, d.id.clone(), d.kind.clone(), why));
+                due.push((QUIET_END.to_owned(), until));
+            } else if let Some(window) = d.digest_for(n) {
+                let every = d.options.digest.as_ref().map_or("", |g| g.every.as_str());
+                let why = format!("in the digest of destination {:?} (every {every})", d.name);
+                waiting.push((Wait::Digest, d.id.clone(), d.kind.clone(), why));
+                due.push((format!("{DIGEST}{}", d.id), now + window.as_millis() as i64));
+            } else {
+                send.push(t);
+            }
+        }
+        if waiting.is_empty() {
+            return Ok(send);
+        }
+        let (user_id, row) = (self.user_id, n.clone());
+        let first = cx
+            .env()
+            .store
+            .write(move |c| schedule::store_waiting(c, user_id, &row, &waiting))
+            .await?;
+        for ((name, at), first) in due.into_iter().zip(first) {
+            if first {
+                cx.set_reminder(&name, at, String::new()).await?;
+            }
+        }
+        Ok(send)
+    }
+
+    /// Quiet hours are over: each destination gets what was held, one by one, or as one
+    /// summary when there is more than `summarize_over`; digest destinations collect it.
+    async fn release_held(&mut self, cx: &Context<Self>) {
+        let now = now_ms();
+        if let Some(until) = self.settings.quiet_until(now) {
+            // Still (or again) quiet: the settings changed since the reminder was set.
+            if let Err(e) = cx.set_reminder(QUIET_END, until, String::new()).await {
+                tracing::error!(user_id = self.user_id, error = %e, "quiet hours reminder not set");
+            }
+            return;
+        }
+        let summarize_over = self.settings.summarize_over;
+        loop {
+            let user_id = self.user_id;
+            let rows = cx
+                .env()
+                .store
+                .read(move |c| {
+                    let mut s = c.prepare_cached(
+                        "SELECT seq, destination_id, body FROM held WHERE user_id = ?1 ORDER BY seq LIMIT ?2",
+                    )?;
+                    let rows = s.query_map(rusqlite::params![user_id, RELEASE_BATCH], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                    })?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .await;
+            let rows = match rows {
+                Ok(r) if r.is_empty() => return,
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(user_id, error = %e, "held items not readable; retrying in 10 s");
+                    let _ = cx
+                        .set_reminder(QUIET_END, now + 10_000, String::new())
+                        .await;
+                    return;
+                }
+            };
+            let mut by_dest: Vec<(String, Vec<(i64, Notification)>)> = Vec::new();
+            for (seq, dest, body) in rows {
+                let Ok(n) = serde_json::from_str::<Notification>(&body) else {
+                    continue;
+                };
+                match by_dest.iter_mut().find(|(d, _)| *d == dest) {
+                    Some((_, v)) => v.push((seq, n)),
+                    None => by_dest.push((dest, vec![(seq, n)])),
+                }
+            }
+            for (dest_id, items) in by_dest {
+                let dest = self.destinations.iter().find(|d| d.id == dest_id).cloned();
+                if let Err(e) = self.release_to(dest, items, summarize_over, cx).await {
+                    tracing::error!(user_id, error = %e, "held items not released; retrying in 10 s");
+                    let _ = cx
+                        .set_reminder(QUIET_END, now + 10_000, String::new())
+                        .await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn release_to(
+        &mut self,
+        dest: Option<Arc<Destination>>,
+        items: Vec<(i64, Notification)>,
+        summarize_over: usize,
+        cx: &Context<Self>,
+    ) -> Result<()> {
+        let user_id = self.user_id;
+        let seqs: Vec<i64> = items.iter().map(|(s, _)| *s).collect();
+        let Some(dest) = dest else {
+            // Removed meanwhile: its records were marked dead with it.
+            cx.env()
+                .store
+                .write(move |c| delete_seqs(c, "held", &seqs))
+                .await?;
+            return Ok(());
+        };
+        let outbox = cx.env().outbox.clone();
+        let mut queue = Vec::new();
+        let mut digest_rows = Vec::new();
+        let mut digested = None;
+        if items.len() > summarize_over {
+            let notes: Vec<Notification> = items.iter().map(|(_, n)| n.clone()).collect();
+            let summary = schedule::digest(&notes, "held during quiet hours", now_ms());
+            let members: Vec<String> = notes.iter().map(|n| n.id.as_str().to_owned()).collect();
+            digested = Some((members, summary.id.as_str().to_owned()));
+            queue.push(outbox.item(
+                &dest,
+                summary,
+                Purpose::Digest,
+                format!("{} items held by quiet hours, summed up", notes.len()),
+            ));
+        } else {
+            for (_, n) in items {
+                if dest.digest_for(&n).is_some() {
+                    digest_rows.push(n);
+                } else {
+                    queue.push(outbox.item(
+                        &dest,
+                        n,
+                        Purpose::Delivery,
+                        "released at the end of quiet hours".into(),
+                    ));
+                }
+            }
+        }
+        let (d2, kind) = (dest.id.clone(), dest.kind.clone());
+        let why = format!("in the digest of destination {:?}", dest.name);
+        let first_digest = cx
+            .env()
+            .store
+            .write(move |c| {
+                let woken = outbox::insert_items(c, user_id, &queue)?;
+                if let Some((members, id)) = &digested {
+                    schedule::mark_digested(c, user_id, &d2, members, id)?;
+                }
+                let mut first = false;
+                for n in &digest_rows {
+                    c.execute(
+                        "DELETE FROM deliveries WHERE notification_id = ?1 AND user_id = ?2 AND destination_id = ?3 AND status = 'held'",
+                        rusqlite::params![n.id.as_str(), user_id, d2],
+                    )?;
+                    let rows = [(Wait::Digest, d2.clone(), kind.clone(), why.clone())];
+                    first |= schedule::store_waiting(c, user_id, n, &rows)?[0];
+                }
+                delete_seqs(c, "held", &seqs)?;
+                Ok((woken, first))
+            })
+            .await?;
+        let (woken, first) = first_digest;
+        for id in woken {
+            cx.env().outbox.wake(id);
+        }
+        if first && let Some(window) = dest.options.digest.as_ref().and_then(|g| g.window().ok()) {
+            cx.set_reminder(
+                &format!("{DIGEST}{}", dest.id),
+                now_ms() + window.as_millis() as i64,
+                String::new(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// A destination's digest window ended: what it collected goes out as one message.
+    async fn send_digest(&mut self, dest_id: &str, cx: &Context<Self>) {
+        let now = now_ms();
+        let Some(dest) = self.destinations.iter().find(|d| d.id == dest_id).cloned() else {
+            let id = dest_id.to_owned();
+            let _ = cx
+                .env()
+                .store
+                .write(move |c| {
+                    c.execute("DELETE FROM digest_items WHERE destination_id = ?1", [id])
+                })
+                .await;
+            return;
+        };
+        if let Some(until) = self.settings.quiet_until(now) {
+            // A digest is a delivery like any other: it waits for the end of quiet hours.
+            let _ = cx
+                .set_reminder(&format!("{DIGEST}{dest_id}"), until, String::new())
+                .await;
+            return;
+        }
+        let id = dest_id.to_owned();
+        let rows = cx
+            .env()
+            .store
+            .read(move |c| {
+                let mut s = c.prepare_cached(
+                    "SELECT seq, body FROM digest_items WHERE destination_id = ?1 ORDER BY seq LIMIT ?2",
+                )?;
+                let rows = s.query_map(rusqlite::params![id, RELEASE_BATCH * 5], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await;
+        let rows = match rows {
+            Ok(r) if r.is_empty() => return,
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(user_id = self.user_id, error = %e, "digest items not readable; retrying in 10 s");
+                let _ = cx
+                    .set_reminder(&format!("{DIGEST}{dest_id}"), now + 10_000, String::new())
+                    .await;
+                return;
+            }
+        };
+        let full = rows.len() as i64 >= RELEASE_BATCH * 5;
+        let seqs: Vec<i64> = rows.iter().map(|(s, _)| *s).collect();
+        let notes: Vec<Notification> = rows
+            .iter()
+            .filter_map(|(_, b)| serde_json::from_str(b).ok())
+            .collect();
+        let every = dest
+            .options
+            .digest
+            .as_ref()
+            .map_or("", |g| g.every.as_str())
+            .to_owned();
+        let summary = schedule::digest(&notes, &format!("(digest, every {every})"), now);
+        let members: Vec<String> = notes.iter().map(|n| n.id.as_str().to_owned()).collect();
+        let digest_id = summary.id.as_str().to_owned();
+        let item = cx.env().outbox.item(
+            &dest,
+            summary,
+            Purpose::Digest,
+            format!("digest of {} items", notes.len()),
+        );
+        let (user_id, d2) = (self.user_id, dest.id.clone());
+        let written = cx
+            .env()
+            .store
+            .write(move |c| {
+                let woken = outbox::insert_items(c, user_id, &[item])?;
+                schedule::mark_digested(c, user_id, &d2, &members, &digest_id)?;
+                delete_seqs(c, "digest_items", &seqs)?;
+                Ok(woken)
+            })
+            .await;
+        match written {
+            Ok(woken) => woken.into_iter().for_each(|id| cx.env().outbox.wake(id)),
+            Err(e) => {
+                tracing::error!(user_id, error = %e, "digest not queued; retrying in 10 s");
+                let _ = cx
+                    .set_reminder(&format!("{DIGEST}{dest_id}"), now + 10_000, String::new())
+                    .await;
+                return;
+            }
+        }
+        if full {
+            // More than one batch waited: the rest follows in the next digest, soon.
+            let _ = cx
+                .set_reminder(&format!("{DIGEST}{dest_id}"), now + 1_000, String::new())
+                .await;
+        }
+    }
+
+    async fn put_settings(
+        &mut self,
+        settings: UserSettings,
+        cx: &Context<Self>,
+    ) -> Result<UserSettings> {
+        settings.validate()?;
+        let (user_id, row) = (
+            self.user_id,
+            serde_json::to_string(&settings).map_err(|e| Error::Invalid(e.to_string()))?,
+        );
+        cx.env()
+            .store
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO user_settings(user_id, settings) VALUES (?1, ?2)
+                     ON CONFLICT(user_id) DO UPDATE SET settings = excluded.settings",
+                    rusqlite::params![user_id, row],
+                )?;
+                c.execute(
+                    "INSERT INTO events(time, kind, user_id) VALUES (?1, 'settings_changed', ?2)",
+                    rusqlite::params![now_ms(), user_id],
+                )
+            })
+            .await?;
+        self.settings = settings;
+        // Whatever quiet hours held is due now if the new settings say it is not quiet.
+        let due = self.settings.quiet_until(now_ms()).unwrap_or_else(now_ms);
+        cx.set_reminder(QUIET_END, due, String::new()).await?;
+        Ok(self.settings.clone())
     }
 
     fn remember(&mut self, id: &NotificationId) -> bool {
@@ -330,7 +818,12 @@ impl UserAvatar {
         true
     }
 
-    async fn ack(&mut self, id: NotificationId, cx: &Context<Self>) -> Result<AckOutcome> {
+    async fn ack(
+        &mut self,
+        id: NotificationId,
+        via: &'static str,
+        cx: &Context<Self>,
+    ) -> Result<AckOutcome> {
         let user_id = self.user_id;
         let now = now_ms();
         let outcome = cx
@@ -357,8 +850,8 @@ impl UserAvatar {
                         )?;
                         c.execute(
                             "INSERT INTO events(time, kind, user_id, source_id, notification_id, data)
-                             VALUES (?1, 'acked', ?2, ?3, ?4, json_object('via', 'api'))",
-                            rusqlite::params![now, user_id, source, id.as_str()],
+                             VALUES (?1, 'acked', ?2, ?3, ?4, json_object('via', ?5))",
+                            rusqlite::params![now, user_id, source, id.as_str(), via],
                         )?;
                         Ok(Some(AckOutcome {
                             acked_at: now,
@@ -473,6 +966,411 @@ impl UserAvatar {
         Ok(sub)
     }
 
+    fn destination(&self, id: &str) -> Result<(usize, Arc<Destination>)> {
+        self.destinations
+            .iter()
+            .position(|d| d.id == id)
+            .map(|i| (i, self.destinations[i].clone()))
+            .ok_or_else(|| Error::NotFound("destination".into()))
+    }
+
+    async fn add_destination(
+        &mut self,
+        new: NewDestination,
+        cx: &Context<Self>,
+    ) -> Result<Arc<Destination>> {
+        let name = destinations::validate_name(&new.name)?;
+        new.options.validate()?;
+        if self.destinations.len() >= destinations::MAX_DESTINATIONS {
+            return Err(Error::Invalid(format!(
+                "at most {} destinations per user",
+                destinations::MAX_DESTINATIONS
+            )));
+        }
+        if self.destinations.iter().any(|d| d.name == name) {
+            return Err(Error::Conflict(format!("destination {name:?}")));
+        }
+        let d = Destination {
+            id: format!("dst_{}", NotificationId::new(now_ms())),
+            user_id: self.user_id,
+            name,
+            kind: new.config.kind().to_owned(),
+            options: new.options,
+            verified_at: None,
+            created_at: now_ms(),
+            config: Ok(new.config),
+        };
+        let code = d.needs_verification().then(destinations::new_code);
+        let secrets = cx.env().secrets.clone();
+        let (row, c2) = (d.clone(), code.clone());
+        cx.env()
+            .store
+            .write(move |c| destinations::insert(c, &secrets, &row, c2.as_deref()))
+            .await?;
+        let d = Arc::new(d);
+        self.destinations.push(d.clone());
+        if let Some(code) = code {
+            self.queue_code(&d, &code, cx).await?;
+        }
+        Ok(d)
+    }
+
+    async fn queue_code(&self, d: &Destination, code: &str, cx: &Context<Self>) -> Result<()> {
+        let minutes = destinations::CODE_TTL_MS / 60_000;
+        let n = service_notification(
+            "tidings verification code",
+            format!(
+                "Your tidings code for the destination {:?} is {code}. It expires in {minutes} minutes. If you did not add this destination, ignore this message.",
+                d.name
+            ),
+        );
+        cx.env()
+            .outbox
+            .enqueue_direct(d, n, Purpose::Verification)
+            .await
+    }
+
+    async fn update_destination(
+        &mut self,
+        id: &str,
+        patch: DestinationPatch,
+        cx: &Context<Self>,
+    ) -> Result<Arc<Destination>> {
+        let (i, current) = self.destination(id)?;
+        let mut d = (*current).clone();
+        if let Some(name) = patch.name {
+            let name = destinations::validate_name(&name)?;
+            if self
+                .destinations
+                .iter()
+                .any(|x| x.name == name && x.id != d.id)
+            {
+                return Err(Error::Conflict(format!("destination {name:?}")));
+            }
+            d.name = name;
+        }
+        if let Some(options) = patch.options {
+            options.validate()?;
+            d.options = options;
+        }
+        let row = d.clone();
+        cx.env()
+            .store
+            .write(move |c| destinations::update(c, &row))
+            .await?;
+        let d = Arc::new(d);
+        self.destinations[i] = d.clone();
+        Ok(d)
+    }
+
+    async fn remove_destination(
+        &mut self,
+        id: &str,
+        cx: &Context<Self>,
+    ) -> Result<Arc<Destination>> {
+        let (i, d) = self.destination(id)?;
+        let row = d.clone();
+        cx.env()
+            .store
+            .write(move |c| destinations::remove(c, &row))
+            .await?;
+        self.destinations.remove(i);
+        Ok(d)
+    }
+
+    async fn verify_destination(
+        &mut self,
+        id: &str,
+        code: String,
+        cx: &Context<Self>,
+    ) -> Result<Arc<Destination>> {
+        let (i, current) = self.destination(id)?;
+        if !current.needs_verification() {
+            return Ok(current);
+        }
+        let row = current.clone();
+        let check = cx
+            .env()
+            .store
+            .write(move |c| destinations::check_code(c, &row, &code))
+            .await?;
+        match check {
+            CodeCheck::Verified(at) => {
+                let mut d = (*current).clone();
+                d.verified_at = Some(at);
+                let d = Arc::new(d);
+                self.destinations[i] = d.clone();
+                Ok(d)
+            }
+            CodeCheck::Wrong { attempts_left } => Err(Error::Invalid(format!(
+                "wrong code; {attempts_left} attempts left before a new code is needed"
+            ))),
+            CodeCheck::Expired => Err(Error::Invalid(
+                "the code expired or was entered wrong too often; ask for a new one".into(),
+            )),
+            CodeCheck::NoCode => Err(Error::Invalid(
+                "no code is pending for this destination; ask for one".into(),
+            )),
+        }
+    }
+
+    async fn send_code(&mut self, id: &str, cx: &Context<Self>) -> Result<()> {
+        let (_, d) = self.destination(id)?;
+        if !d.needs_verification() {
+            return Err(Error::Invalid(
+                "this destination is verified already".into(),
+            ));
+        }
+        let code = destinations::new_code();
+        let (row, c2) = (d.clone(), code.clone());
+        let stored = cx
+            .env()
+            .store
+            .write(move |c| destinations::store_new_code(c, &row, &c2))
+            .await?;
+        if !stored {
+            return Err(Error::TooSoon(format!(
+                "a code was sent less than {} s ago",
+                destinations::CODE_RESEND_MS / 1000
+            )));
+        }
+        self.queue_code(&d, &code, cx).await
+    }
+
+    async fn test_destination(&mut self, id: &str, cx: &Context<Self>) -> Result<NotificationId> {
+        let (_, d) = self.destination(id)?;
+        if d.needs_verification() {
+            return Err(Error::Invalid(
+                "verify this destination first (enter the code sent to it)".into(),
+            ));
+        }
+        if let Err(e) = &d.config {
+            return Err(Error::Invalid(e.clone()));
+        }
+        let n = service_notification(
+            "tidings test",
+            format!(
+                "This is a test message for the destination {:?}. If you can read it, it works.",
+                d.name
+            ),
+        );
+        let id = n.id.clone();
+        cx.env().outbox.enqueue_direct(&d, n, Purpose::Test).await?;
+        Ok(id)
+    }
+
+    /// A reply by mail: recorded as an ack and an event, then handed to the source's reply
+    /// path, which answers `ack` once the reply went on.
+    async fn mail_reply(
+        &mut self,
+        raw_b64: String,
+        token_hash: String,
+        ack: Ack,
+        cx: &Context<Self>,
+    ) {
+        let user_id = self.user_id;
+        let row = cx
+            .env()
+            .store
+            .read(move |c| {
+                c.query_row(
+                    "SELECT t.notification_id, i.source_id FROM reply_tokens t
+                     JOIN inbox i ON i.user_id = t.user_id AND i.notification_id = t.notification_id
+                     WHERE t.token_hash = ?1 AND t.user_id = ?2",
+                    rusqlite::params![token_hash, user_id],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+                )
+                .optional()
+            })
+            .await;
+        let (nid, source_id) = match row {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                // The notification left the history (or the address was revoked) after
+                // the listener accepted the reply: nothing to attach it to.
+                tracing::warn!(user_id, "reply to a notification no longer in history");
+                ack.ack();
+                return;
+            }
+            Err(e) => {
+                ack.nack(e.to_string());
+                return;
+            }
+        };
+        let parsed = tokio::task::spawn_blocking(move || {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(raw_b64)
+                .map(|raw| {
+                    let m = tidings_sources::mail::parse_mail(&raw);
+                    tidings_sources::mail::reply_text(&m.text)
+                })
+        })
+        .await;
+        let text = match parsed {
+            Ok(Ok(t)) => tidings_core::notification::truncate_chars(&t, 4000),
+            Ok(Err(e)) => {
+                ack.nack(format!("queued reply is not base64: {e}"));
+                return;
+            }
+            Err(e) => {
+                ack.nack(format!("reply parser failed: {e}"));
+                return;
+            }
+        };
+        self.reply(nid, source_id, "email", text, ack, cx).await;
+    }
+
+    /// A reply by SMS to a destination: an ack word (`ack`, `ok`, `yes`) acknowledges the
+    /// newest notification delivered there; any other text is also a reply to it.
+    async fn sms_reply(
+        &mut self,
+        destination_id: String,
+        text: String,
+        ack: Ack,
+        cx: &Context<Self>,
+    ) {
+        let user_id = self.user_id;
+        let row = cx
+            .env()
+            .store
+            .read(move |c| {
+                c.query_row(
+                    "SELECT d.notification_id, i.source_id FROM deliveries d
+                     JOIN inbox i ON i.user_id = d.user_id AND i.notification_id = d.notification_id
+                     WHERE d.user_id = ?1 AND d.destination_id = ?2 AND d.status = 'delivered'
+                     ORDER BY d.updated_at DESC LIMIT 1",
+                    rusqlite::params![user_id, destination_id],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+                )
+                .optional()
+            })
+            .await;
+        let (nid, source_id) = match row {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                self.notice(
+                    "Your SMS was not matched".into(),
+                    format!("An SMS reply ({text:?}) arrived, but nothing was delivered to that phone yet."),
+                    cx,
+                )
+                .await;
+                ack.ack();
+                return;
+            }
+            Err(e) => {
+                ack.nack(e.to_string());
+                return;
+            }
+        };
+        let word = text
+            .trim()
+            .trim_end_matches(['.', '!'])
+            .to_ascii_lowercase();
+        let text = if matches!(word.as_str(), "ack" | "ok" | "okay" | "yes" | "y" | "done") {
+            String::new()
+        } else {
+            text
+        };
+        self.reply(nid, source_id, "sms", text, ack, cx).await;
+    }
+
+    /// A user's reply to a notification, from any channel: recorded as an ack and a
+    /// `replied` event, then handed to the source's reply path (an empty text is an ack and
+    /// nothing more). `ack` is answered once the reply went on.
+    async fn reply(
+        &mut self,
+        nid: String,
+        source_id: String,
+        via: &'static str,
+        text: String,
+        ack: Ack,
+        cx: &Context<Self>,
+    ) {
+        let user_id = self.user_id;
+        let Some(id) = NotificationId::parse(&nid) else {
+            ack.nack(format!("bad notification id {nid:?}"));
+            return;
+        };
+        if let Err(e) = self.ack(id, via, cx).await {
+            ack.nack(e.to_string());
+            return;
+        }
+        if text.trim().is_empty() {
+            ack.ack();
+            return;
+        }
+        let (n2, s2, t2) = (nid.clone(), source_id.clone(), text.clone());
+        let recorded = cx
+            .env()
+            .store
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO events(time, kind, user_id, source_id, notification_id, data)
+                     VALUES (?1, 'replied', ?2, ?3, ?4, json_object('via', ?5, 'text', ?6))",
+                    rusqlite::params![now_ms(), user_id, s2, n2, via, t2],
+                )
+            })
+            .await;
+        if let Err(e) = recorded {
+            ack.nack(e.to_string());
+            return;
+        }
+        let msg = SourceMsg::Reply {
+            notification_id: nid,
+            user_id,
+            text,
+            ack,
+        };
+        if let Err(e) = cx
+            .env()
+            .sources()
+            .tell(&source_avatar(&source_id), msg)
+            .await
+        {
+            // The message and its ack were dropped: the queue redelivers the reply.
+            tracing::warn!(user_id, error = %e, "cannot hand reply to its source");
+        }
+    }
+
+    /// Puts a message from tidings itself into the user's history and live streams.
+    async fn notice(&mut self, title: String, message: String, cx: &Context<Self>) {
+        let mut n = service_notification(&title, message);
+        n.source = format!("tidings:{}", self.user_id);
+        let row = n.clone();
+        let body = serde_json::to_string(&n).unwrap_or_default();
+        let stored = cx
+            .env()
+            .store
+            .write(move |c| {
+                c.execute(
+                    "INSERT OR IGNORE INTO notifications(id, source_id, time, priority, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    rusqlite::params![
+                        row.id.as_str(),
+                        row.source,
+                        row.time * 1000,
+                        row.priority.as_number(),
+                        body
+                    ],
+                )
+            })
+            .await;
+        if let Err(e) = stored {
+            tracing::error!(user_id = self.user_id, error = %e, "notice not stored");
+            return;
+        }
+        let d = Delivery {
+            user_id: self.user_id,
+            notification: Arc::new(n),
+            subscription: None,
+            targets: Vec::new(),
+        };
+        for agent in cx.env().agents() {
+            agent.deliver(&d, Ack::none()).await;
+        }
+    }
+
     async fn presence(&mut self, channel: &'static str, online: bool, cx: &Context<Self>) {
         if channel == "web" {
             if self.web_online == online {
@@ -497,6 +1395,34 @@ impl UserAvatar {
         if let Err(e) = r {
             tracing::warn!(user_id, error = %e, "presence event not recorded");
         }
+    }
+}
+
+/// Deletes rows of `table` by `seq`.
+fn delete_seqs(c: &rusqlite::Connection, table: &str, seqs: &[i64]) -> rusqlite::Result<()> {
+    let mut stmt = c.prepare_cached(&format!("DELETE FROM {table} WHERE seq = ?1"))?;
+    for s in seqs {
+        stmt.execute([s])?;
+    }
+    Ok(())
+}
+
+/// A message from tidings itself (a test, a verification code).
+fn service_notification(title: &str, message: String) -> Notification {
+    let now = now_ms();
+    Notification {
+        id: NotificationId::new(now),
+        time: now / 1000,
+        event: "message".into(),
+        source: "tidings".into(),
+        topic: None,
+        title: Some(title.to_owned()),
+        message,
+        priority: tidings_core::Priority::High,
+        tags: Vec::new(),
+        click: None,
+        actions: Vec::new(),
+        author: Some("tidings".into()),
     }
 }
 

@@ -76,3 +76,44 @@ CREATE TABLE source_secrets (
     secret     BLOB NOT NULL,
     updated_at INTEGER NOT NULL
 );
+
+-- Where a mail source's notification came from, for relaying a user's reply to its sender.
+-- Written by the mail source avatar.
+CREATE TABLE mail_origins (
+    notification_id TEXT PRIMARY KEY,
+    source_id       TEXT NOT NULL,
+    reply_address   TEXT NOT NULL,          -- Reply-To, else From (a bare address)
+    message_id      TEXT,                   -- without angle brackets
+    subject         TEXT NOT NULL DEFAULT ''
+);
+
+-- A user's settings (time zone, quiet hours), owned by the user avatar.
+CREATE TABLE user_settings (
+    user_id  INTEGER PRIMARY KEY,
+    settings TEXT NOT NULL DEFAULT '{}'     -- JSON
+);
+
+-- Deliveries to destinations held during a user's quiet hours; released (or summed up in
+-- one message per destination) when they end.
+CREATE TABLE held (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id         INTEGER NOT NULL,
+    destination_id  TEXT NOT NULL,
+    notification_id TEXT NOT NULL,
+    body            TEXT NOT NULL,          -- JSON notification
+    held_at         INTEGER NOT NULL,
+    UNIQUE (destination_id, notification_id)
+);
+CREATE INDEX held_user ON held(user_id, seq);
+
+-- Items waiting for a destination's next digest.
+CREATE TABLE digest_items (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    destination_id  TEXT NOT NULL,
+    user_id         INTEGER NOT NULL,
+    notification_id TEXT NOT NULL,
+    body            TEXT NOT NULL,          -- JSON notification
+    added_at        INTEGER NOT NULL,
+    UNIQUE (destination_id, notification_id)
+);
+CREATE INDEX digest_items_destination ON digest_items(destination_id, seq);

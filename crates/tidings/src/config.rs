@@ -70,6 +70,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub sources: SourcesConfig,
     pub smtp: SmtpConfig,
+    pub delivery: DeliveryConfig,
+    pub relay: RelayConfig,
 }
 
 /// Log line format of the server.
@@ -252,6 +254,95 @@ impl Default for SmtpConfig {
     }
 }
 
+/// `[delivery]`: sending to users' destinations (webhooks, mail, SMS, chat services).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Attempts per item and destination before it is dead-lettered.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt, with jitter.
+    #[serde(with = "crate::duration::serde")]
+    pub retry_base: Duration,
+    /// Longest retry delay (also caps a server's Retry-After).
+    #[serde(with = "crate::duration::serde")]
+    pub retry_max: Duration,
+    /// Failures in a row after which a destination is paused (circuit open).
+    pub breaker_threshold: u32,
+    /// First pause of an open circuit; doubles while the destination keeps failing.
+    #[serde(with = "crate::duration::serde")]
+    pub breaker_cooldown: Duration,
+    /// Longest pause of an open circuit.
+    #[serde(with = "crate::duration::serde")]
+    pub breaker_cooldown_max: Duration,
+    /// Sends in flight across all destinations, at most.
+    pub concurrency: usize,
+    /// Time allowed for one HTTP delivery attempt, connecting included.
+    #[serde(with = "crate::duration::serde")]
+    pub timeout: Duration,
+    /// Requests to one host at once, at most.
+    pub per_host_concurrency: usize,
+    /// Allow destinations on loopback, private and other non-public addresses.
+    pub allow_private_networks: bool,
+    /// Networks (CIDR) allowed for destinations even though they are not public.
+    pub allowlist: Vec<String>,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            retry_base: Duration::from_secs(2),
+            retry_max: Duration::from_secs(600),
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(30),
+            breaker_cooldown_max: Duration::from_secs(1800),
+            concurrency: 256,
+            timeout: Duration::from_secs(15),
+            per_host_concurrency: 64,
+            allow_private_networks: false,
+            allowlist: Vec::new(),
+        }
+    }
+}
+
+/// `[relay]`: the SMTP relay that mail to `mailto:` destinations goes through (off while
+/// `host` is empty).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// Relay host name; empty: no mail delivery.
+    pub host: String,
+    pub port: u16,
+    /// `starttls` (587), `implicit` (465) or `none` (a relay on localhost only).
+    pub tls: String,
+    /// Login at the relay; empty: no AUTH.
+    pub username: String,
+    pub password: String,
+    /// From of every mail, e.g. `tidings <tidings@example.org>`; empty:
+    /// `tidings@<smtp.mail_domain>`.
+    pub from: String,
+    /// Time allowed for one whole SMTP conversation.
+    #[serde(with = "crate::duration::serde")]
+    pub timeout: Duration,
+    /// Accept any certificate from the relay (testing only).
+    pub accept_invalid_certs: bool,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            port: 587,
+            tls: "starttls".into(),
+            username: String::new(),
+            password: String::new(),
+            from: String::new(),
+            timeout: Duration::from_secs(30),
+            accept_invalid_certs: false,
+        }
+    }
+}
+
 /// `[shutdown]`: what SIGTERM/SIGINT do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -276,6 +367,8 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             sources: SourcesConfig::default(),
             smtp: SmtpConfig::default(),
+            delivery: DeliveryConfig::default(),
+            relay: RelayConfig::default(),
         }
     }
 }
@@ -644,6 +737,69 @@ impl Config {
                 &smtp.tls_cert,
                 "tls_cert and tls_key go together",
             ));
+        }
+
+        let dl = &self.delivery;
+        range("delivery.max_attempts", dl.max_attempts, 1, 50)?;
+        positive("delivery.retry_base", dl.retry_base)?;
+        if dl.retry_max < dl.retry_base {
+            return Err(invalid(
+                "delivery.retry_max",
+                crate::duration::format(dl.retry_max),
+                "must not be less than delivery.retry_base",
+            ));
+        }
+        range("delivery.breaker_threshold", dl.breaker_threshold, 1, 1000)?;
+        positive("delivery.breaker_cooldown", dl.breaker_cooldown)?;
+        if dl.breaker_cooldown_max < dl.breaker_cooldown {
+            return Err(invalid(
+                "delivery.breaker_cooldown_max",
+                crate::duration::format(dl.breaker_cooldown_max),
+                "must not be less than delivery.breaker_cooldown",
+            ));
+        }
+        range("delivery.concurrency", dl.concurrency, 1, 100_000)?;
+        positive("delivery.timeout", dl.timeout)?;
+        range(
+            "delivery.per_host_concurrency",
+            dl.per_host_concurrency,
+            1,
+            10_000,
+        )?;
+        for net in &dl.allowlist {
+            if net.parse::<ipnet::IpNet>().is_err() {
+                return Err(invalid(
+                    "delivery.allowlist",
+                    net,
+                    "must be networks in CIDR form like 10.1.0.0/16",
+                ));
+            }
+        }
+        let relay = &self.relay;
+        if !matches!(relay.tls.as_str(), "starttls" | "implicit" | "none") {
+            return Err(invalid(
+                "relay.tls",
+                &relay.tls,
+                "must be starttls, implicit or none",
+            ));
+        }
+        if !relay.host.is_empty() {
+            range("relay.port", relay.port, 1, 65535)?;
+            positive("relay.timeout", relay.timeout)?;
+            if relay.from.is_empty() && self.smtp.mail_domain.is_empty() {
+                return Err(invalid(
+                    "relay.from",
+                    "",
+                    "set relay.from (or smtp.mail_domain, for tidings@<domain>)",
+                ));
+            }
+            if relay.username.is_empty() != relay.password.is_empty() {
+                return Err(invalid(
+                    "relay.username",
+                    &relay.username,
+                    "relay.username and relay.password go together",
+                ));
+            }
         }
 
         let queue = &self.queue;

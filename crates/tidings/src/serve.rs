@@ -18,6 +18,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tidings_bus::avatars::RuntimeConfig;
 use tidings_bus::queue::{DispatcherConfig, EmbeddedQueue, IngestQueue};
+use tidings_routing::agents::outbox::OutboxConfig;
 use tidings_routing::{Directory, Services, ServicesConfig, WebSubConfig};
 use tidings_sources::feed::SchedulePolicy;
 use tidings_sources::fetch::FetchConfig;
@@ -99,6 +100,20 @@ pub async fn run(
                 allow_sha1: cfg.sources.websub_allow_sha1,
             }),
             secrets: Some(secrets),
+            sinks: Some(sinks_config(&cfg)?),
+            outbox: OutboxConfig {
+                max_attempts: cfg.delivery.max_attempts,
+                retry_base: cfg.delivery.retry_base,
+                retry_max: cfg.delivery.retry_max,
+                breaker_threshold: cfg.delivery.breaker_threshold,
+                breaker_cooldown: cfg.delivery.breaker_cooldown,
+                breaker_cooldown_max: cfg.delivery.breaker_cooldown_max,
+                concurrency: cfg.delivery.concurrency,
+                base_url: base_url.clone(),
+                mail_domain: (!cfg.smtp.mail_domain.is_empty())
+                    .then(|| cfg.smtp.mail_domain.clone()),
+                ..OutboxConfig::default()
+            },
         },
     )
     .context("cannot set up the fetcher for feeds and pages")?;
@@ -225,6 +240,48 @@ fn fetch_config(cfg: &Config) -> anyhow::Result<FetchConfig> {
         per_host_concurrency: cfg.sources.per_host_concurrency,
         ..FetchConfig::default()
     })
+}
+
+/// The wire side of destinations: their own address rules and timeouts, and the relay.
+fn sinks_config(cfg: &Config) -> anyhow::Result<tidings_sinks::SinksConfig> {
+    let d = &cfg.delivery;
+    let mut allowlist = Vec::new();
+    for net in &d.allowlist {
+        allowlist.push(
+            net.parse()
+                .with_context(|| format!("delivery.allowlist: {net:?} is not a CIDR network"))?,
+        );
+    }
+    let fetch = FetchConfig {
+        allow_private_networks: d.allow_private_networks,
+        allowlist,
+        max_body_bytes: 1024 * 1024,
+        connect_timeout: d.timeout.min(std::time::Duration::from_secs(10)),
+        total_timeout: d.timeout,
+        max_redirects: 0,
+        per_host_concurrency: d.per_host_concurrency,
+        ..FetchConfig::default()
+    };
+    let r = &cfg.relay;
+    let relay = (!r.host.is_empty()).then(|| tidings_sinks::mailto::RelayConfig {
+        host: r.host.clone(),
+        port: r.port,
+        tls: match r.tls.as_str() {
+            "none" => tidings_sinks::mailto::RelayTls::None,
+            "implicit" => tidings_sinks::mailto::RelayTls::Implicit,
+            _ => tidings_sinks::mailto::RelayTls::StartTls,
+        },
+        username: (!r.username.is_empty()).then(|| r.username.clone()),
+        password: (!r.password.is_empty()).then(|| r.password.clone()),
+        from: if r.from.is_empty() {
+            format!("tidings <tidings@{}>", cfg.smtp.mail_domain)
+        } else {
+            r.from.clone()
+        },
+        timeout: r.timeout,
+        accept_invalid_certs: r.accept_invalid_certs,
+    });
+    Ok(tidings_sinks::SinksConfig { fetch, relay })
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {

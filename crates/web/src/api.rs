@@ -124,17 +124,24 @@ fn parse_id(id: &str) -> ApiResult<NotificationId> {
     NotificationId::parse(id).ok_or_else(|| ApiError::not_found("notification not found"))
 }
 
-/// `GET /api/v1/notifications/{id}`.
+/// `GET /api/v1/notifications/{id}`: the item, with its delivery record (every
+/// destination it was sent to, why, and every attempt).
 pub async fn get_notification(
     State(state): State<AppState>,
     auth: Authed,
     Path(id): Path<String>,
-) -> ApiResult<Json<history::HistoryItem>> {
+) -> ApiResult<Json<Value>> {
     let id = parse_id(&id)?;
-    history::get(&state.services().store, auth.user.id, id.as_str())
+    let store = &state.services().store;
+    let item = history::get(store, auth.user.id, id.as_str())
         .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("notification not found"))
+        .ok_or_else(|| ApiError::not_found("notification not found"))?;
+    let deliveries =
+        tidings_routing::agents::outbox::records_for_notification(store, auth.user.id, id.as_str())
+            .await?;
+    let mut v = json!(item);
+    v["deliveries"] = json!(deliveries);
+    Ok(Json(v))
 }
 
 /// `POST /api/v1/notifications/{id}/ack`: stops escalation and marks it read.

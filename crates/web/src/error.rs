@@ -104,6 +104,11 @@ impl From<tidings_routing::Error> for ApiError {
             ),
             E::Forbidden(m) => ApiError::forbidden(m),
             E::Invalid(m) => ApiError::bad_request("invalid", m),
+            E::TooSoon(m) => {
+                let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_soon", m);
+                e.retry_after = Some(60);
+                e
+            }
             E::Avatar(tidings_bus::avatars::Error::Timeout) => {
                 ApiError::unavailable("the request timed out inside the server; try again")
             }

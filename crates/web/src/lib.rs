@@ -7,7 +7,10 @@
 //! - [`publish`]: `PUT|POST /<topic>` with ntfy's headers and `POST /api/v1/publish`.
 //! - [`api`]: history, acks, subscriptions, topics and grants, tokens.
 //! - [`admin`]: user and token administration for the CLI.
+//! - [`destinations`]: a user's destinations, their verification, tests and delivery records.
 //! - [`discover`]: what a feed subscription's URL really points at (autodiscovery).
+//! - [`settings`]: a user's time zone and quiet hours.
+//! - [`sms`]: Twilio's inbound-message webhook (an SMS reply is an ack or a reply).
 //! - [`stream`]: live delivery: `/api/v1/stream` (SSE), `/api/v1/ws`, `/<topic>/{json,sse,ws}`.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`, `/api/v1/openapi.json`, sign-in links.
 //! - [`private_feed`]: private Atom feeds (`/feeds/<secret>.atom`) and `/api/v1/feeds`.
@@ -19,11 +22,14 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod destinations;
 pub mod discover;
 pub mod error;
 pub mod ops;
 pub mod private_feed;
 pub mod publish;
+pub mod settings;
+pub mod sms;
 pub mod stream;
 pub mod websub;
 
@@ -191,6 +197,31 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/notifications/{id}/ack",
             post(api::ack_notification),
         )
+        .route(
+            "/api/v1/destinations",
+            get(destinations::list).post(destinations::create),
+        )
+        .route(
+            "/api/v1/destinations/{id}",
+            get(destinations::get)
+                .patch(destinations::update)
+                .delete(destinations::remove),
+        )
+        .route(
+            "/api/v1/destinations/{id}/verify",
+            post(destinations::verify),
+        )
+        .route(
+            "/api/v1/destinations/{id}/code",
+            post(destinations::send_code),
+        )
+        .route("/api/v1/destinations/{id}/test", post(destinations::test))
+        .route(
+            "/api/v1/destinations/{id}/deliveries",
+            get(destinations::deliveries),
+        )
+        .route("/api/v1/settings", get(settings::get).put(settings::put))
+        .route("/sms/twilio/{destination}", post(sms::twilio))
         .route("/api/v1/stream", get(stream::user_sse))
         .route("/api/v1/ws", get(stream::user_ws))
         .route(

@@ -10,6 +10,7 @@
 
 pub mod history;
 pub mod live;
+pub mod outbox;
 
 use std::sync::Arc;
 
@@ -26,6 +27,8 @@ pub struct Delivery {
     pub notification: Arc<Notification>,
     /// The subscription that matched, if it came through one.
     pub subscription: Option<String>,
+    /// The user's destinations chosen for it, each with the reason (for the outbox agent).
+    pub targets: Vec<crate::destinations::Target>,
 }
 
 /// A delivery channel.
@@ -42,5 +45,6 @@ pub fn default_agents(services: &Services) -> Vec<Arc<dyn Agent>> {
     vec![
         Arc::new(history::HistoryAgent::new(services.store.clone())),
         Arc::new(live::LiveAgent::new(services.live.clone())),
+        Arc::new(outbox::OutboxAgent::new(services.outbox.clone())),
     ]
 }

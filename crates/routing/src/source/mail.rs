@@ -40,13 +40,22 @@ pub fn owner(source_id: &str) -> Option<i64> {
         .ok()
 }
 
-/// Builds the notification of a raw message (base64 in the queue payload).
+/// Where a mail came from, kept so a user's reply can be relayed to its sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailOrigin {
+    pub reply_address: String,
+    pub message_id: Option<String>,
+    pub subject: String,
+}
+
+/// Builds the notification of a raw message (base64 in the queue payload), and its origin
+/// when the mail names an address to reply to.
 pub fn notification(
     source_id: &str,
     raw_b64: &str,
     now_ms: i64,
     label: Option<&str>,
-) -> Result<Notification, String> {
+) -> Result<(Notification, Option<MailOrigin>), String> {
     let raw = base64::engine::general_purpose::STANDARD
         .decode(raw_b64)
         .map_err(|e| format!("queued mail is not base64: {e}"))?;
@@ -77,7 +86,12 @@ pub fn notification(
     if let Some(l) = label {
         tags.push(l.chars().take(64).collect());
     }
-    Ok(Notification {
+    let origin = m.reply_address.clone().map(|reply_address| MailOrigin {
+        reply_address,
+        message_id: m.message_id.clone(),
+        subject: m.subject.clone().unwrap_or_default(),
+    });
+    let n = Notification {
         id: NotificationId::derived(source_id, &key),
         time: now_ms / 1000,
         event: "message".into(),
@@ -93,7 +107,29 @@ pub fn notification(
         click: None,
         actions: Vec::new(),
         author: m.from.filter(|f| !f.trim().is_empty()),
-    })
+    };
+    Ok((n, origin))
+}
+
+/// Remembers a mail's origin (idempotent), for relaying replies.
+pub fn store_origin(
+    c: &tidings_store::rusqlite::Connection,
+    source_id: &str,
+    notification_id: &str,
+    o: &MailOrigin,
+) -> tidings_store::rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT OR IGNORE INTO mail_origins(notification_id, source_id, reply_address, message_id, subject)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(tidings_store::rusqlite::params![
+        notification_id,
+        source_id,
+        o.reply_address,
+        o.message_id,
+        truncate_chars(&o.subject, 300)
+    ])?;
+    Ok(())
 }
 
 /// The SMTP edge's hand-off: recipients are checked against the directory (in memory), and
@@ -109,6 +145,37 @@ impl MailEdge {
     }
 }
 
+impl MailEdge {
+    /// A reply to a delivered notification: durable in the queue for its user avatar.
+    async fn queue_reply(
+        &self,
+        r: &tidings_sources::smtp::Recipient,
+        msg: &AcceptedMail,
+        raw_b64: &str,
+    ) -> Result<(), String> {
+        let token = r.label.as_deref().unwrap_or_default();
+        let target = match crate::replies::check(&self.services, token, &msg.mail_from).await {
+            Ok(t) => t,
+            // Revoked between RCPT and the end of DATA: refused then, nothing to queue now.
+            Err(Refusal::Temporary(e)) => return Err(e),
+            Err(_) => return Ok(()),
+        };
+        let payload = serde_json::to_string(&Ingest::Reply {
+            raw_b64: raw_b64.to_owned(),
+            token_hash: target.token_hash,
+            mail_from: msg.mail_from.clone(),
+            received_at: msg.received_at,
+        })
+        .map_err(|e| format!("cannot encode: {e}"))?;
+        self.services
+            .queue()
+            .append(tidings_core::ids::user_avatar(target.user_id), payload)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// Labels become part of a source id: keep them to a safe alphabet.
 fn valid_label(l: &str) -> bool {
     !l.is_empty()
@@ -118,15 +185,22 @@ fn valid_label(l: &str) -> bool {
 }
 
 impl MailSink for MailEdge {
-    fn check_recipient(
-        &self,
-        local: &str,
-        label: Option<&str>,
-    ) -> BoxFuture<'_, Result<(), Refusal>> {
-        let ok =
-            self.services.directory.user_by_name(local).is_some() && label.is_none_or(valid_label);
+    fn check_recipient<'a>(
+        &'a self,
+        local: &'a str,
+        label: Option<&'a str>,
+        mail_from: &'a str,
+    ) -> BoxFuture<'a, Result<(), Refusal>> {
         Box::pin(async move {
-            if ok {
+            if local == crate::replies::REPLY_LOCAL {
+                let token = label.ok_or(Refusal::UnknownUser)?;
+                return crate::replies::check(&self.services, token, mail_from)
+                    .await
+                    .map(|_| ());
+            }
+            if self.services.directory.user_by_name(local).is_some()
+                && label.is_none_or(valid_label)
+            {
                 Ok(())
             } else {
                 Err(Refusal::UnknownUser)
@@ -138,6 +212,10 @@ impl MailSink for MailEdge {
         Box::pin(async move {
             let raw_b64 = base64::engine::general_purpose::STANDARD.encode(&msg.raw);
             for r in &msg.recipients {
+                if r.local == crate::replies::REPLY_LOCAL {
+                    self.queue_reply(r, &msg, &raw_b64).await?;
+                    continue;
+                }
                 // Removed between RCPT and the end of DATA: nobody to deliver to.
                 let Some(user) = self.services.directory.user_by_name(&r.local) else {
                     continue;

@@ -2,7 +2,8 @@
 //! IMAP mailbox). It owns the source's subscribers and their filters, writes each
 //! notification's content once, and sends one delivery per matching subscriber to that
 //! user's avatar. Each kind's own state and run loop is a module: `web` (feeds, pages),
-//! `mail` (mail to tidings' SMTP address), `imap` (a user's mailbox).
+//! `mail` (mail to tidings' SMTP address), `imap` (a user's mailbox); `reply` is where a
+//! user's reply to a notification goes.
 //!
 //! It answers the ingest item's ack through shares: its own (the notification row is
 //! durable) and one per subscriber (that user's agents made the delivery durable). The item
@@ -10,6 +11,7 @@
 
 pub mod imap;
 pub mod mail;
+mod reply;
 pub mod web;
 
 use std::collections::HashMap;
@@ -99,6 +101,14 @@ pub enum SourceMsg {
     WebSubFailed {
         hub: String,
         reason: String,
+    },
+    /// A user's reply to one of this source's notifications, for its reply path. The ack
+    /// is answered once the reply went on (or was found to have nowhere to go).
+    Reply {
+        notification_id: String,
+        user_id: i64,
+        text: String,
+        ack: Ack,
     },
 }
 
@@ -195,12 +205,26 @@ impl Avatar for SourceAvatar {
                     })
                     .await;
                     match parsed {
-                        Ok(Ok(n)) => self.publish(n, false, ack, cx).await,
+                        Ok(Ok((n, origin))) => {
+                            if let Some(o) = origin {
+                                self.remember_origin(&n, o, &ack, cx).await;
+                            }
+                            self.publish(n, false, ack, cx).await
+                        }
                         Ok(Err(e)) => ack.nack(e),
                         Err(e) => ack.nack(format!("mail parser failed: {e}")),
                     }
                 }
+                Ingest::Reply { .. } | Ingest::SmsReply { .. } => {
+                    ack.nack("a reply is for a user avatar, not a source")
+                }
             },
+            SourceMsg::Reply {
+                notification_id,
+                user_id,
+                text,
+                ack,
+            } => self.reply(notification_id, user_id, text, ack, cx).await,
             SourceMsg::Subscribe {
                 user_id,
                 subscription,

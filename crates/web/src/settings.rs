@@ -1,0 +1,47 @@
+//! `/api/v1/settings`: a user's time zone and quiet hours. Owned by the user avatar.
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use tidings_core::ids::user_avatar;
+use tidings_routing::schedule::UserSettings;
+use tidings_routing::user::UserMsg;
+
+use crate::AppState;
+use crate::auth::Authed;
+use crate::error::ApiResult;
+
+/// `GET /api/v1/settings`.
+pub async fn get(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<UserSettings>> {
+    let s = state
+        .services()
+        .users()
+        .ask(
+            &user_avatar(auth.user.id),
+            |reply| UserMsg::GetSettings { reply },
+            state.cfg().ask_timeout,
+        )
+        .await?;
+    Ok(Json(s))
+}
+
+/// `PUT /api/v1/settings`: replaces the settings. Ending quiet hours (or changing them so
+/// that it is not quiet now) releases what they held.
+pub async fn put(
+    State(state): State<AppState>,
+    auth: Authed,
+    body: Result<Json<UserSettings>, JsonRejection>,
+) -> ApiResult<Json<UserSettings>> {
+    let Json(settings) = body?;
+    settings.validate()?;
+    let s = state
+        .services()
+        .users()
+        .ask(
+            &user_avatar(auth.user.id),
+            |reply| UserMsg::PutSettings { settings, reply },
+            state.cfg().ask_timeout,
+        )
+        .await??;
+    Ok(Json(s))
+}
