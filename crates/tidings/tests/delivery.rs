@@ -693,3 +693,184 @@ async fn a_digest_destination_sends_low_priority_items_as_one_message_per_window
     record_with_status(&s.url, &alice, &low, "digest", "digested").await;
     assert_eq!(rx.delivered("/ok/digest").len(), 2);
 }
+
+/// What a Twilio-compatible gateway received: the basic-auth header and the form.
+type Sms = (String, Vec<(String, String)>);
+
+/// A local server speaking Twilio's Messages API (`POST
+/// /2010-04-01/Accounts/{sid}/Messages.json`, form fields, basic auth).
+async fn twilio_gateway() -> (Arc<Mutex<Vec<Sms>>>, SocketAddr) {
+    let got: Arc<Mutex<Vec<Sms>>> = Arc::default();
+    let g = got.clone();
+    let app = Router::new().route(
+        "/2010-04-01/Accounts/{sid}/Messages.json",
+        axum::routing::post(
+            move |Path(_sid): Path<String>,
+                  headers: HeaderMap,
+                  axum::Form(form): axum::Form<Vec<(String, String)>>| {
+                let g = g.clone();
+                async move {
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    g.lock().unwrap().push((auth, form));
+                    (
+                        StatusCode::CREATED,
+                        axum::Json(json!({"sid": "SM00000000000000000000000000000001", "status": "queued"})),
+                    )
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (got, addr)
+}
+
+fn form_field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
+    form.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("")
+}
+
+/// Twilio's request signature, computed by Python (independently of our code).
+fn python_twilio_signature(token: &str, url: &str, form: &[(&str, &str)]) -> String {
+    let script = r#"
+import base64, hashlib, hmac, json, os
+fields = json.loads(os.environ["FORM"])
+data = os.environ["URL"] + "".join(k + v for k, v in sorted(fields))
+print(base64.b64encode(hmac.new(os.environ["TOKEN"].encode(), data.encode(), hashlib.sha1).digest()).decode())
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .env("TOKEN", token)
+        .env("URL", url)
+        .env("FORM", serde_json::to_string(form).unwrap())
+        .output()
+        .expect("python3 is needed for this test");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn sms_is_verified_delivered_through_twilio_and_answered_by_sms() {
+    let (sms, gw) = twilio_gateway().await;
+    let s = start_delivering(&[]);
+    let alice = s.user("alice").await;
+    subscribe_topic(&s.url, &alice, "alerts").await;
+    let (st, d) = add_destination(
+        &s.url,
+        &alice,
+        json!({"name": "phone", "config": {"kind": "twilio", "account_sid": "AC0123456789abcdef0123456789abcdef",
+               "auth_token": "s3cr3t-token", "from": "+15550001111", "to": "+1 555 222 3333",
+               "base_url": format!("http://{gw}")}}),
+    )
+    .await;
+    assert_eq!(st, 201, "{d}");
+    assert_eq!(d["verified"], false, "{d}");
+    assert!(!d.to_string().contains("s3cr3t-token"), "{d}");
+    let id = d["id"].as_str().unwrap().to_owned();
+
+    // The code arrives by SMS, through Twilio's API with basic auth.
+    let (auth, form) = eventually(20, || async { sms.lock().unwrap().first().cloned() }).await;
+    assert!(auth.starts_with("Basic "), "{auth}");
+    assert_eq!(form_field(&form, "To"), "+15552223333");
+    assert_eq!(form_field(&form, "From"), "+15550001111");
+    let body = form_field(&form, "Body");
+    let code: String = body
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .unwrap_or_else(|| panic!("no code in {body:?}"))
+        .to_owned();
+    let r = client()
+        .post(format!("{}/api/v1/destinations/{id}/verify", s.url))
+        .bearer_auth(&alice)
+        .json(&json!({"code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let first = publish_id(&s.url, &alice, "alerts", "web01 is down").await;
+    eventually(20, || async {
+        sms.lock()
+            .unwrap()
+            .iter()
+            .any(|(_, f)| form_field(f, "Body").contains("web01 is down"))
+            .then_some(())
+    })
+    .await;
+    record_with_status(&s.url, &alice, &first, "phone", "delivered").await;
+
+    // The phone answers "ACK": Twilio calls our webhook, signed with the auth token.
+    let hook = format!("{}/sms/twilio/{id}", s.url);
+    let inbound = |from: &'static str, body: &'static str| {
+        vec![
+            ("AccountSid", "AC0123456789abcdef0123456789abcdef"),
+            ("From", from),
+            ("To", "+15550001111"),
+            ("Body", body),
+            ("MessageSid", "SM11111111111111111111111111111111"),
+        ]
+    };
+    let post = |form: Vec<(&'static str, &'static str)>, signature: String| {
+        let hook = hook.clone();
+        async move {
+            client()
+                .post(hook)
+                .header("X-Twilio-Signature", signature)
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let form = inbound("+15552223333", "ACK");
+    let r = post(form.clone(), "bm90IGEgc2lnbmF0dXJl".into()).await;
+    assert_eq!(r.status(), 403, "a forged request is refused");
+    let stranger = inbound("+15559999999", "ACK");
+    let sig = python_twilio_signature("s3cr3t-token", &hook, &stranger);
+    assert_eq!(
+        post(stranger, sig).await.status(),
+        403,
+        "only the destination's phone"
+    );
+    let sig = python_twilio_signature("s3cr3t-token", &hook, &form);
+    let r = post(form, sig).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("<Response/>"));
+    eventually(20, || async {
+        let (_, v) = get_json(&format!("{}/api/v1/notifications/{first}", s.url), &alice).await;
+        (v["acked"] == true).then_some(())
+    })
+    .await;
+    let db = s.db_path();
+    assert_eq!(
+        sqlite_count(
+            &db,
+            "SELECT count(*) FROM events WHERE kind = 'acked' AND json_extract(data, '$.via') = 'sms'"
+        ),
+        1
+    );
+
+    // Any other text is a reply to the newest item delivered there.
+    let second = publish_id(&s.url, &alice, "alerts", "web02 is down").await;
+    record_with_status(&s.url, &alice, &second, "phone", "delivered").await;
+    let form = inbound("+15552223333", "on it");
+    let sig = python_twilio_signature("s3cr3t-token", &hook, &form);
+    assert_eq!(post(form, sig).await.status(), 200);
+    eventually(20, || async {
+        (sqlite_count(
+            &db,
+            "SELECT count(*) FROM events WHERE kind = 'replied' AND json_extract(data, '$.via') = 'sms' AND json_extract(data, '$.text') = 'on it'",
+        ) == 1)
+            .then_some(())
+    })
+    .await;
+    let (_, v) = get_json(&format!("{}/api/v1/notifications/{second}", s.url), &alice).await;
+    assert_eq!(v["acked"], true, "{v}");
+}
