@@ -1074,6 +1074,7 @@ impl UserAvatar {
             .store
             .write(move |c| destinations::remove(c, &row))
             .await?;
+        cx.env().outbox.forget(&d.id);
         self.destinations.remove(i);
         Ok(d)
     }

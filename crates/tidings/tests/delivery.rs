@@ -874,3 +874,45 @@ async fn sms_is_verified_delivered_through_twilio_and_answered_by_sms() {
     let (_, v) = get_json(&format!("{}/api/v1/notifications/{second}", s.url), &alice).await;
     assert_eq!(v["acked"], true, "{v}");
 }
+
+#[tokio::test]
+async fn a_removed_destination_is_sent_nothing_more() {
+    let (rx, addr) = Receiver::start().await;
+    let s = start_delivering(&[]);
+    let alice = s.user("alice").await;
+    subscribe_topic(&s.url, &alice, "alerts").await;
+    *rx.down.lock().unwrap() = true;
+    let (_, d) = add_destination(
+        &s.url,
+        &alice,
+        json!({"name": "down", "url": format!("json://{addr}/down/removed")}),
+    )
+    .await;
+    let dest_id = d["id"].as_str().unwrap().to_owned();
+    let id = publish_id(&s.url, &alice, "alerts", "retry me").await;
+    record_with_status(&s.url, &alice, &id, "down", "retrying").await;
+
+    let r = client()
+        .delete(format!("{}/api/v1/destinations/{dest_id}", s.url))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, v) = get_json(&format!("{}/api/v1/notifications/{id}", s.url), &alice).await;
+    let rec = &v["deliveries"][0];
+    assert_eq!(rec["status"], "dead", "{v}");
+    let last = rec["attempts"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["error"], "destination removed", "{v}");
+    // At most the attempt already in flight lands; then nothing, although it kept failing.
+    let hits = rx.hits("/down/removed").len();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(rx.hits("/down/removed").len() <= hits + 1);
+    let (st, _) = get_json(&format!("{}/api/v1/destinations/{dest_id}", s.url), &alice).await;
+    assert_eq!(st, 404);
+    assert_eq!(
+        sqlite_count(&s.db_path(), "SELECT count(*) FROM outbox"),
+        0,
+        "its queue went with it"
+    );
+}

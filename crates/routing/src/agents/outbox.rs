@@ -118,6 +118,8 @@ pub struct Health {
 struct DestState {
     running: bool,
     rewake: bool,
+    /// Removed by its user: the worker stops before its next attempt.
+    removed: bool,
     health: Health,
     cooldown: Duration,
 }
@@ -342,6 +344,10 @@ impl Outbox {
             for row in batch {
                 cursor = row.seq;
                 if self.send_one(&dest, row, &mut stop).await.is_err() {
+                    if self.is_removed(&id) {
+                        let mut dests = self.dests.lock().unwrap_or_else(|p| p.into_inner());
+                        dests.remove(&id);
+                    }
                     return;
                 }
             }
@@ -381,6 +387,10 @@ impl Outbox {
             if let Some(wait) = self.paused_for(&dest.id)
                 && sleep_or_stop(wait, stop).await
             {
+                return Err(());
+            }
+            if self.is_removed(&dest.id) {
+                // Its queue and records went with it; nothing more is sent there.
                 return Err(());
             }
             let outcome = {
@@ -477,6 +487,17 @@ impl Outbox {
         }
     }
 
+    /// Stops sending to a destination its user removed (the store rows go with it).
+    pub fn forget(&self, destination: &str) {
+        let mut dests = self.dests.lock().unwrap_or_else(|p| p.into_inner());
+        dests.entry(destination.to_owned()).or_default().removed = true;
+    }
+
+    fn is_removed(&self, id: &str) -> bool {
+        let dests = self.dests.lock().unwrap_or_else(|p| p.into_inner());
+        dests.get(id).is_some_and(|d| d.removed)
+    }
+
     fn paused_for(&self, id: &str) -> Option<Duration> {
         let dests = self.dests.lock().unwrap_or_else(|p| p.into_inner());
         let until = dests.get(id)?.health.paused_until?;
@@ -544,7 +565,8 @@ impl Outbox {
             c.prepare_cached(
                 "UPDATE deliveries SET status = ?4, updated_at = ?5,
                         attempts = json_insert(attempts, '$[#]', json(?6))
-                 WHERE notification_id = ?1 AND user_id = ?2 AND destination_id = ?3",
+                 WHERE notification_id = ?1 AND user_id = ?2 AND destination_id = ?3
+                   AND status IN ('queued', 'retrying')",
             )?
             .execute(rusqlite::params![
                 nid, user_id, dest_id, status, now, attempt
