@@ -16,6 +16,7 @@
 //!   that hands them to source avatars.
 //! - [`private_feed`]: private Atom feeds' secrets (create/rotate, list, delete, resolve).
 //! - [`replies`]: reply addresses of delivered mail, checked when a reply arrives.
+//! - [`rules`]: routing rules (ordered steps, escalations), pure planning.
 //! - [`schedule`]: quiet hours and digests (settings, windows, the digest message).
 //! - [`services`]: the shared environment every avatar sees.
 
@@ -26,6 +27,7 @@ pub mod history;
 pub mod ingest;
 pub mod private_feed;
 pub mod replies;
+pub mod rules;
 pub mod schedule;
 pub mod services;
 pub mod source;

@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use crate::agents::Delivery;
 use crate::agents::outbox::{self, Purpose};
 use crate::destinations::{self, CodeCheck, Destination, DestinationOptions, Target};
+use crate::rules::Rules;
 use crate::schedule::{self, UserSettings, Wait};
 use crate::services::Services;
 use crate::source::SourceMsg;
@@ -228,7 +229,10 @@ pub enum UserMsg {
         reply: oneshot::Sender<Result<Subscription>>,
     },
     /// Presence on a channel changed (`web` for live streams).
-    Presence { channel: &'static str, online: bool },
+    Presence {
+        channel: &'static str,
+        online: bool,
+    },
     ListDestinations {
         reply: oneshot::Sender<Vec<Arc<Destination>>>,
     },
@@ -275,9 +279,19 @@ pub enum UserMsg {
     },
     /// A message from tidings itself for the user's history and live streams (a reply
     /// that could not be forwarded, ...); never sent to destinations.
-    Notice { title: String, message: String },
+    Notice {
+        title: String,
+        message: String,
+    },
     GetSettings {
         reply: oneshot::Sender<UserSettings>,
+    },
+    GetRules {
+        reply: oneshot::Sender<Rules>,
+    },
+    PutRules {
+        rules: Rules,
+        reply: oneshot::Sender<Result<Rules>>,
     },
     PutSettings {
         settings: UserSettings,
@@ -309,12 +323,15 @@ pub struct UserAvatar {
     web_online: bool,
     destinations: Vec<Arc<Destination>>,
     settings: UserSettings,
+    rules: Rules,
 }
 
 /// The reminder that ends quiet hours (releases what they held).
 const QUIET_END: &str = "quiet-end";
 /// Prefix of a destination's digest reminder: `digest:<destination id>`.
 const DIGEST: &str = "digest:";
+/// Prefix of an escalation's reminder: `esc:<notification id>:<step>`.
+const ESCALATE: &str = "esc:";
 /// Held items or digest items read from disk at a time.
 const RELEASE_BATCH: i64 = 1000;
 
@@ -330,13 +347,14 @@ impl Avatar for UserAvatar {
             .ok_or_else(|| format!("{id:?} is not a user avatar id"))?;
         let removed = cx.env().directory.user(user_id).is_none();
         let secrets = cx.env().secrets.clone();
-        let (destinations, settings) = cx
+        let (destinations, settings, rules) = cx
             .env()
             .store
             .read(move |c| {
                 Ok((
                     destinations::load_for_user(c, &secrets, user_id)?,
                     schedule::load_settings(c, user_id)?,
+                    load_rules(c, user_id)?,
                 ))
             })
             .await?;
@@ -349,6 +367,7 @@ impl Avatar for UserAvatar {
             web_online: cx.env().live.open_streams(user_id) > 0,
             destinations,
             settings,
+            rules,
         })
     }
 
@@ -375,6 +394,12 @@ impl Avatar for UserAvatar {
             UserMsg::Notice { title, message } => self.notice(title, message, cx).await,
             UserMsg::GetSettings { reply } => {
                 let _ = reply.send(self.settings.clone());
+            }
+            UserMsg::GetRules { reply } => {
+                let _ = reply.send(self.rules.clone());
+            }
+            UserMsg::PutRules { rules, reply } => {
+                let _ = reply.send(self.put_rules(rules, cx).await);
             }
             UserMsg::PutSettings { settings, reply } => {
                 let _ = reply.send(self.put_settings(settings, cx).await);
@@ -422,6 +447,8 @@ impl Avatar for UserAvatar {
             self.release_held(cx).await;
         } else if let Some(dest) = name.strip_prefix(DIGEST) {
             self.send_digest(dest, cx).await;
+        } else if let Some(rest) = name.strip_prefix(ESCALATE) {
+            self.escalate(rest, cx).await;
         } else {
             tracing::warn!(user_id = self.user_id, %name, "unknown user reminder");
         }
@@ -445,16 +472,32 @@ impl UserAvatar {
             ack.ack();
             return;
         }
-        let targets: Vec<Target> = self
-            .destinations
-            .iter()
-            .filter_map(|d| {
-                d.accepts(&n, subscription.as_deref()).map(|reason| Target {
-                    destination: d.clone(),
-                    reason,
-                })
-            })
-            .collect();
+        let (targets, later) =
+            match self
+                .rules
+                .plan(&n, subscription.as_deref(), &self.destinations)
+            {
+                Some(plan) => (plan.now, plan.later),
+                // No rule: every destination takes what its options accept.
+                None => (
+                    self.destinations
+                        .iter()
+                        .filter_map(|d| {
+                            d.accepts(&n, subscription.as_deref()).map(|reason| Target {
+                                destination: d.clone(),
+                                reason,
+                            })
+                        })
+                        .collect(),
+                    Vec::new(),
+                ),
+            };
+        if !later.is_empty()
+            && let Err(e) = self.schedule_escalations(&n, later, cx).await
+        {
+            ack.nack(format!("escalations not stored: {e}"));
+            return;
+        }
         let targets = match self.shape(&n, targets, cx).await {
             Ok(t) => t,
             Err(e) => {
@@ -825,6 +868,7 @@ impl UserAvatar {
         cx: &Context<Self>,
     ) -> Result<AckOutcome> {
         let user_id = self.user_id;
+        let nid_for_cancel = id.as_str().to_owned();
         let now = now_ms();
         let outcome = cx
             .env()
@@ -861,7 +905,240 @@ impl UserAvatar {
                 }
             })
             .await?;
-        outcome.ok_or_else(|| Error::NotFound("notification".into()))
+        let outcome = outcome.ok_or_else(|| Error::NotFound("notification".into()))?;
+        if outcome.newly {
+            self.cancel_escalations(nid_for_cancel, cx).await;
+        }
+        Ok(outcome)
+    }
+
+    /// Stores the escalations of a rule (their records say `held` and why) and sets one
+    /// durable reminder each.
+    async fn schedule_escalations(
+        &mut self,
+        n: &Notification,
+        later: Vec<crate::rules::Escalation>,
+        cx: &Context<Self>,
+    ) -> Result<()> {
+        let now = now_ms();
+        let user_id = self.user_id;
+        let body = serde_json::to_string(n).map_err(|e| Error::Invalid(e.to_string()))?;
+        let nid = n.id.as_str().to_owned();
+        let rows: Vec<(usize, String, String, String, i64)> = later
+            .iter()
+            .map(|e| {
+                (
+                    e.step,
+                    e.destination.id.clone(),
+                    e.destination.kind.clone(),
+                    e.reason.clone(),
+                    now + e.after.as_millis() as i64,
+                )
+            })
+            .collect();
+        let (nid2, rows2) = (nid.clone(), rows.clone());
+        cx.env()
+            .store
+            .write(move |c| {
+                for (step, dest, kind, reason, due) in &rows2 {
+                    c.execute(
+                        "INSERT OR IGNORE INTO escalations(user_id, notification_id, step, destination_id, due_at, body)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        rusqlite::params![user_id, nid2, *step as i64, dest, due, body],
+                    )?;
+                    c.execute(
+                        "INSERT OR IGNORE INTO deliveries(notification_id, user_id, destination_id, kind, status, reason, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, 'held', ?5, ?6)",
+                        rusqlite::params![nid2, user_id, dest, kind, reason, now],
+                    )?;
+                }
+                Ok(())
+            })
+            .await?;
+        for (step, _, _, _, due) in rows {
+            cx.set_reminder(&format!("{ESCALATE}{nid}:{step}"), due, String::new())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// An acknowledged item escalates no further: its pending escalations are cancelled,
+    /// and their records say so.
+    async fn cancel_escalations(&mut self, nid: String, cx: &Context<Self>) {
+        let user_id = self.user_id;
+        let n2 = nid.clone();
+        let steps = cx
+            .env()
+            .store
+            .write(move |c| {
+                let now = now_ms();
+                let mut s = c.prepare_cached(
+                    "DELETE FROM escalations WHERE user_id = ?1 AND notification_id = ?2
+                     RETURNING step, destination_id",
+                )?;
+                let rows = s
+                    .query_map(rusqlite::params![user_id, n2], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                for (_, dest) in &rows {
+                    c.execute(
+                        "UPDATE deliveries SET status = 'cancelled', updated_at = ?4,
+                                attempts = json_insert(attempts, '$[#]',
+                                    json_object('at', ?4, 'ok', json('true'), 'cancelled', 'acknowledged before the escalation was due'))
+                         WHERE notification_id = ?1 AND user_id = ?2 AND destination_id = ?3 AND status = 'held'",
+                        rusqlite::params![n2, user_id, dest, now],
+                    )?;
+                }
+                Ok(rows)
+            })
+            .await;
+        match steps {
+            Ok(steps) => {
+                for (step, _) in steps {
+                    let name = format!("{ESCALATE}{nid}:{step}");
+                    if let Err(e) = cx.cancel_reminder(&name).await {
+                        // It fires, finds no escalation row, and does nothing.
+                        tracing::warn!(user_id, error = %e, "escalation reminder not cancelled");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(user_id, error = %e, "escalations not cancelled"),
+        }
+    }
+
+    /// An escalation is due: unless the item was acknowledged meanwhile, it goes to the
+    /// step's destination now (quiet hours still apply).
+    async fn escalate(&mut self, key: &str, cx: &Context<Self>) {
+        let Some((nid, step)) = key
+            .rsplit_once(':')
+            .and_then(|(n, s)| Some((n.to_owned(), s.parse::<i64>().ok()?)))
+        else {
+            return;
+        };
+        let user_id = self.user_id;
+        let n2 = nid.clone();
+        let row = cx
+            .env()
+            .store
+            .read(move |c| {
+                c.query_row(
+                    "SELECT e.destination_id, e.body, i.acked_at FROM escalations e
+                     LEFT JOIN inbox i ON i.user_id = e.user_id AND i.notification_id = e.notification_id
+                     WHERE e.user_id = ?1 AND e.notification_id = ?2 AND e.step = ?3",
+                    rusqlite::params![user_id, n2, step],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?)),
+                )
+                .optional()
+            })
+            .await;
+        let (dest_id, body, acked) = match row {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(user_id, error = %e, "escalation not readable; retrying in 10 s");
+                let _ = cx
+                    .set_reminder(
+                        &format!("{ESCALATE}{key}"),
+                        now_ms() + 10_000,
+                        String::new(),
+                    )
+                    .await;
+                return;
+            }
+        };
+        if acked.is_some() {
+            self.cancel_escalations(nid, cx).await;
+            return;
+        }
+        let dest = self.destinations.iter().find(|d| d.id == dest_id).cloned();
+        let Ok(n) = serde_json::from_str::<Notification>(&body) else {
+            return;
+        };
+        let reason = format!("escalated: not acknowledged in time ({key})");
+        let targets = match dest {
+            // Still usable: it may have been disabled or broken since the plan was made.
+            Some(d) if d.options.enabled && d.config.is_ok() && !d.needs_verification() => {
+                vec![Target {
+                    destination: d,
+                    reason,
+                }]
+            }
+            _ => Vec::new(),
+        };
+        let targets = match self.shape(&n, targets, cx).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(user_id, error = %e, "escalation not held; retrying in 10 s");
+                let _ = cx
+                    .set_reminder(
+                        &format!("{ESCALATE}{key}"),
+                        now_ms() + 10_000,
+                        String::new(),
+                    )
+                    .await;
+                return;
+            }
+        };
+        let items: Vec<outbox::Item> = targets
+            .iter()
+            .map(|t| {
+                cx.env().outbox.item(
+                    &t.destination,
+                    n.clone(),
+                    Purpose::Delivery,
+                    t.reason.clone(),
+                )
+            })
+            .collect();
+        let n3 = nid.clone();
+        let written = cx
+            .env()
+            .store
+            .write(move |c| {
+                let woken = outbox::insert_items(c, user_id, &items)?;
+                c.execute(
+                    "DELETE FROM escalations WHERE user_id = ?1 AND notification_id = ?2 AND step = ?3",
+                    rusqlite::params![user_id, n3, step],
+                )?;
+                Ok(woken)
+            })
+            .await;
+        match written {
+            Ok(woken) => woken.into_iter().for_each(|id| cx.env().outbox.wake(id)),
+            Err(e) => {
+                tracing::error!(user_id, error = %e, "escalation not queued; retrying in 10 s");
+                let _ = cx
+                    .set_reminder(
+                        &format!("{ESCALATE}{key}"),
+                        now_ms() + 10_000,
+                        String::new(),
+                    )
+                    .await;
+            }
+        }
+    }
+
+    async fn put_rules(&mut self, rules: Rules, cx: &Context<Self>) -> Result<Rules> {
+        rules.validate(&self.destinations)?;
+        let user_id = self.user_id;
+        let json = serde_json::to_string(&rules).map_err(|e| Error::Invalid(e.to_string()))?;
+        cx.env()
+            .store
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO user_rules(user_id, rules) VALUES (?1, ?2)
+                     ON CONFLICT(user_id) DO UPDATE SET rules = excluded.rules",
+                    rusqlite::params![user_id, json],
+                )?;
+                c.execute(
+                    "INSERT INTO events(time, kind, user_id) VALUES (?1, 'rules_changed', ?2)",
+                    rusqlite::params![now_ms(), user_id],
+                )
+            })
+            .await?;
+        self.rules = rules;
+        Ok(self.rules.clone())
     }
 
     async fn subscribe(
@@ -1397,6 +1674,20 @@ impl UserAvatar {
             tracing::warn!(user_id, error = %e, "presence event not recorded");
         }
     }
+}
+
+/// Reads a user's rules (none when never saved).
+fn load_rules(c: &rusqlite::Connection, user_id: i64) -> rusqlite::Result<Rules> {
+    let raw: Option<String> = c
+        .query_row(
+            "SELECT rules FROM user_rules WHERE user_id = ?1",
+            [user_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(raw
+        .and_then(|r| serde_json::from_str(&r).ok())
+        .unwrap_or_default())
 }
 
 /// Deletes rows of `table` by `seq`.

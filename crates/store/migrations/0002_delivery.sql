@@ -117,3 +117,21 @@ CREATE TABLE digest_items (
     UNIQUE (destination_id, notification_id)
 );
 CREATE INDEX digest_items_destination ON digest_items(destination_id, seq);
+
+-- A user's routing rules (JSON), owned by the user avatar.
+CREATE TABLE user_rules (
+    user_id INTEGER PRIMARY KEY,
+    rules   TEXT NOT NULL                   -- JSON
+);
+
+-- Escalations planned by a rule: sent when due unless the notification was acked first.
+-- Each has a durable reminder `esc:<notification id>:<step>` on the user avatar.
+CREATE TABLE escalations (
+    user_id         INTEGER NOT NULL,
+    notification_id TEXT NOT NULL,
+    step            INTEGER NOT NULL,
+    destination_id  TEXT NOT NULL,
+    due_at          INTEGER NOT NULL,
+    body            TEXT NOT NULL,          -- JSON notification
+    PRIMARY KEY (user_id, notification_id, step)
+);

@@ -916,3 +916,111 @@ async fn a_removed_destination_is_sent_nothing_more() {
         "its queue went with it"
     );
 }
+
+async fn put_rules(url: &str, token: &str, body: Value) -> (u16, Value) {
+    let r = client()
+        .put(format!("{url}/api/v1/rules"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn rules_send_at_once_and_escalate_unless_acknowledged() {
+    let (rx, addr) = Receiver::start().await;
+    let s = start_delivering(&[]);
+    let alice = s.user("alice").await;
+    subscribe_topic(&s.url, &alice, "alerts").await;
+    for name in ["first", "second", "pager"] {
+        let (st, v) = add_destination(
+            &s.url,
+            &alice,
+            json!({"name": name, "url": format!("json://{addr}/ok/{name}")}),
+        )
+        .await;
+        assert_eq!(st, 201, "{v}");
+    }
+    // Rules are checked against the destinations, with where and why.
+    let (st, v) = put_rules(
+        &s.url,
+        &alice,
+        json!({"rules": [{"name": "oops", "steps": [{"to": "nowhere"}]}]}),
+    )
+    .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rule 1 (\"oops\"), step 1: no destination named \"nowhere\""),
+        "{v}"
+    );
+    let (st, v) = put_rules(
+        &s.url,
+        &alice,
+        json!({"rules": [
+            {"name": "important", "match": {"min_priority": "high"},
+             "steps": [{"to": "first"}, {"to": "second", "after": "2s"},
+                       {"to": "pager", "after": "2s", "min_priority": "urgent"}]},
+            {"name": "rest", "steps": [{"to": "first"}]}]}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let (_, v) = get_json(&format!("{}/api/v1/rules", s.url), &alice).await;
+    assert_eq!(v["rules"].as_array().unwrap().len(), 2, "{v}");
+
+    // Not acknowledged: escalated to "second" after 2 s; "pager" is only for urgent.
+    let unacked = publish_priority(&s.url, &alice, "disk full", "high").await;
+    // Acknowledged in time: the escalation is cancelled, and the record says so.
+    let acked = publish_priority(&s.url, &alice, "cpu hot", "high").await;
+    // Low priority: the second rule, no escalation at all.
+    let low = publish_priority(&s.url, &alice, "fyi", "low").await;
+
+    let r = record_with_status(&s.url, &alice, &unacked, "first", "delivered").await;
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("rule \"important\", step 1"),
+        "{r}"
+    );
+    let planned = record_with_status(&s.url, &alice, &acked, "second", "held").await;
+    assert!(
+        planned["reason"]
+            .as_str()
+            .unwrap()
+            .contains("escalate to \"second\" after 2s unless acknowledged"),
+        "{planned}"
+    );
+    let r = client()
+        .post(format!("{}/api/v1/notifications/{acked}/ack", s.url))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let esc = record_with_status(&s.url, &alice, &unacked, "second", "delivered").await;
+    assert!(
+        esc["reason"].as_str().unwrap().contains("escalated"),
+        "{esc}"
+    );
+    let cancelled = record_with_status(&s.url, &alice, &acked, "second", "cancelled").await;
+    assert!(
+        cancelled.to_string().contains("acknowledged before"),
+        "{cancelled}"
+    );
+    // Give a wrongly kept escalation time to fire, then check what "second" got.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(titles(&rx.delivered("/ok/second")), ["disk full"]);
+    assert!(rx.delivered("/ok/pager").is_empty());
+    let mut firsts = titles(&rx.delivered("/ok/first"));
+    firsts.sort();
+    assert_eq!(firsts, ["cpu hot", "disk full", "fyi"]);
+    let r = record_with_status(&s.url, &alice, &low, "first", "delivered").await;
+    assert!(r["reason"].as_str().unwrap().contains("\"rest\""), "{r}");
+}

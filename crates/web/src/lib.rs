@@ -9,7 +9,7 @@
 //! - [`admin`]: user and token administration for the CLI.
 //! - [`destinations`]: a user's destinations, their verification, tests and delivery records.
 //! - [`discover`]: what a feed subscription's URL really points at (autodiscovery).
-//! - [`settings`]: a user's time zone and quiet hours.
+//! - [`settings`]: a user's time zone, quiet hours and routing rules.
 //! - [`sms`]: Twilio's inbound-message webhook (an SMS reply is an ack or a reply).
 //! - [`stream`]: live delivery: `/api/v1/stream` (SSE), `/api/v1/ws`, `/<topic>/{json,sse,ws}`.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`, `/api/v1/openapi.json`, sign-in links.
@@ -221,6 +221,10 @@ pub fn router(state: AppState) -> Router {
             get(destinations::deliveries),
         )
         .route("/api/v1/settings", get(settings::get).put(settings::put))
+        .route(
+            "/api/v1/rules",
+            get(settings::get_rules).put(settings::put_rules),
+        )
         .route("/sms/twilio/{destination}", post(sms::twilio))
         .route("/api/v1/stream", get(stream::user_sse))
         .route("/api/v1/ws", get(stream::user_ws))

@@ -1,4 +1,5 @@
-//! `/api/v1/settings`: a user's time zone and quiet hours. Owned by the user avatar.
+//! `/api/v1/settings` (time zone, quiet hours) and `/api/v1/rules` (routing rules): a
+//! user's delivery policy, owned by the user avatar.
 
 use axum::Json;
 use axum::extract::State;
@@ -44,4 +45,41 @@ pub async fn put(
         )
         .await??;
     Ok(Json(s))
+}
+
+/// `GET /api/v1/rules`: the caller's routing rules.
+pub async fn get_rules(
+    State(state): State<AppState>,
+    auth: Authed,
+) -> ApiResult<Json<tidings_routing::rules::Rules>> {
+    let r = state
+        .services()
+        .users()
+        .ask(
+            &user_avatar(auth.user.id),
+            |reply| UserMsg::GetRules { reply },
+            state.cfg().ask_timeout,
+        )
+        .await?;
+    Ok(Json(r))
+}
+
+/// `PUT /api/v1/rules`: replaces the routing rules (checked against the caller's
+/// destinations; a 400 says which rule and step is wrong and why).
+pub async fn put_rules(
+    State(state): State<AppState>,
+    auth: Authed,
+    body: Result<Json<tidings_routing::rules::Rules>, JsonRejection>,
+) -> ApiResult<Json<tidings_routing::rules::Rules>> {
+    let Json(rules) = body?;
+    let r = state
+        .services()
+        .users()
+        .ask(
+            &user_avatar(auth.user.id),
+            |reply| UserMsg::PutRules { rules, reply },
+            state.cfg().ask_timeout,
+        )
+        .await??;
+    Ok(Json(r))
 }
