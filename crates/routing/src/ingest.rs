@@ -14,6 +14,9 @@ use crate::user::UserMsg;
 /// A queued input, addressed to a source avatar (a reply: to a user avatar).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+// Lives only between a queue row's JSON and its avatar's handler, one at a time: the size of
+// the largest variant costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 pub enum Ingest {
     /// A fully formed notification from an edge (HTTP publish, a feed poll).
     Publish {
@@ -21,6 +24,9 @@ pub enum Ingest {
         /// Deliver to every subscriber whatever their filters (notices about the source).
         #[serde(default)]
         bypass_filters: bool,
+        /// The publisher's callback for replies (`Reply-To-Url`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_url: Option<String>,
     },
     /// A mail accepted by the SMTP edge for one recipient (raw, base64).
     Mail {
@@ -36,6 +42,13 @@ pub enum Ingest {
         token_hash: String,
         mail_from: String,
         received_at: i64,
+    },
+    /// A user's text reply to one of their notifications (API, IM), for the user avatar.
+    TextReply {
+        notification_id: String,
+        /// The channel it came through: `api`, `xmpp`.
+        via: String,
+        text: String,
     },
     /// An SMS to a user's phone destination (Twilio's inbound webhook), for the user avatar.
     SmsReply {
@@ -79,6 +92,19 @@ pub fn handler(services: Arc<Services>) -> Handler {
                 } => {
                     let msg = |ack| UserMsg::SmsReply {
                         destination_id,
+                        text,
+                        ack,
+                    };
+                    return to_user(&services, &item.target, msg, ack).await;
+                }
+                Ingest::TextReply {
+                    notification_id,
+                    via,
+                    text,
+                } => {
+                    let msg = |ack| UserMsg::TextReply {
+                        notification_id,
+                        via,
                         text,
                         ack,
                     };

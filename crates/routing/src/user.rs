@@ -271,6 +271,13 @@ pub enum UserMsg {
         token_hash: String,
         ack: Ack,
     },
+    /// A text reply to one of the user's notifications (from the ingest queue).
+    TextReply {
+        notification_id: String,
+        via: String,
+        text: String,
+        ack: Ack,
+    },
     /// An SMS to one of the user's phone destinations (from the ingest queue).
     SmsReply {
         destination_id: String,
@@ -391,6 +398,12 @@ impl Avatar for UserAvatar {
                 text,
                 ack,
             } => self.sms_reply(destination_id, text, ack, cx).await,
+            UserMsg::TextReply {
+                notification_id,
+                via,
+                text,
+                ack,
+            } => self.text_reply(notification_id, via, text, ack, cx).await,
             UserMsg::Notice { title, message } => self.notice(title, message, cx).await,
             UserMsg::GetSettings { reply } => {
                 let _ = reply.send(self.settings.clone());
@@ -1497,6 +1510,43 @@ impl UserAvatar {
             }
         };
         self.reply(nid, source_id, "email", text, ack, cx).await;
+    }
+
+    /// A text reply through the API or IM.
+    async fn text_reply(
+        &mut self,
+        nid: String,
+        via: String,
+        text: String,
+        ack: Ack,
+        cx: &Context<Self>,
+    ) {
+        let user_id = self.user_id;
+        let n2 = nid.clone();
+        let source = cx
+            .env()
+            .store
+            .read(move |c| {
+                c.query_row(
+                    "SELECT source_id FROM inbox WHERE user_id = ?1 AND notification_id = ?2",
+                    rusqlite::params![user_id, n2],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()
+            })
+            .await;
+        let via: &'static str = match via.as_str() {
+            "xmpp" => "xmpp",
+            _ => "api",
+        };
+        match source {
+            Ok(Some(source_id)) => self.reply(nid, source_id, via, text, ack, cx).await,
+            Ok(None) => {
+                tracing::warn!(user_id, "reply to a notification no longer in history");
+                ack.ack();
+            }
+            Err(e) => ack.nack(e.to_string()),
+        }
     }
 
     /// A reply by SMS to a destination: an ack word (`ack`, `ok`, `yes`) acknowledges the

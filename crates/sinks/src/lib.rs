@@ -275,6 +275,32 @@ impl Sinks {
         }
     }
 
+    /// POSTs a JSON body signed like a webhook delivery (`X-Tidings-Timestamp`,
+    /// `X-Tidings-Signature: sha256=<hmac(secret, "<timestamp>.<body>")>`,
+    /// `Idempotency-Key: <id>`), under the same address rules: a reply handed back to a
+    /// publisher's callback URL.
+    pub async fn post_signed_json(
+        &self,
+        url: &str,
+        secret: &str,
+        id: &str,
+        body: &serde_json::Value,
+    ) -> Outcome {
+        webhook::post_signed(&self.fetcher, url, secret, id, body).await
+    }
+
+    /// Whether `url` may be called at all (http(s), and the address rules).
+    pub async fn check_url(&self, url: &str) -> Result<(), Error> {
+        self.fetcher
+            .check_url(url)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                tidings_sources::fetch::FetchError::Forbidden(m) => Error::Forbidden(m),
+                e => Error::Invalid(e.to_string()),
+            })
+    }
+
     /// Sends one plain mail through the relay (replies relayed back to a mail source's
     /// sender).
     pub async fn send_mail(&self, mail: &mailto::PlainMail) -> Outcome {

@@ -282,6 +282,41 @@ fn bounded_actions(actions: &[&tidings_core::Action]) -> serde_json::Value {
         .collect()
 }
 
+/// A signed JSON POST outside destinations (see [`crate::Sinks::post_signed_json`]).
+pub(crate) async fn post_signed(
+    fetcher: &Fetcher,
+    url: &str,
+    secret: &str,
+    id: &str,
+    body: &serde_json::Value,
+) -> Outcome {
+    let body = serde_json::to_vec(body).unwrap_or_default();
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let headers = vec![
+        ("Content-Type".to_owned(), "application/json".to_owned()),
+        ("X-Tidings-Timestamp".to_owned(), timestamp.to_string()),
+        (
+            "X-Tidings-Signature".to_owned(),
+            sign(secret, timestamp, &body),
+        ),
+        ("Idempotency-Key".to_owned(), cut_chars(id, 64)),
+    ];
+    http::send(
+        fetcher,
+        http::Request {
+            method: "POST",
+            url: url.to_owned(),
+            headers,
+            body,
+            basic_auth: None,
+        },
+    )
+    .await
+}
+
 pub(crate) async fn send(fetcher: &Fetcher, cfg: &Config, msg: &Message) -> Outcome {
     let Some(secret) = cfg.secret.as_deref() else {
         return Outcome::failed("the webhook has no secret (the destination was not prepared)");

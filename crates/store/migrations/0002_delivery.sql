@@ -135,3 +135,10 @@ CREATE TABLE escalations (
     body            TEXT NOT NULL,          -- JSON notification
     PRIMARY KEY (user_id, notification_id, step)
 );
+
+-- Where a reply to a published notification goes: the publisher's `Reply-To-Url`.
+CREATE TABLE reply_paths (
+    notification_id TEXT PRIMARY KEY,
+    url             TEXT NOT NULL,
+    created_at      INTEGER NOT NULL
+);

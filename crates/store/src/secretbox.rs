@@ -38,6 +38,8 @@ pub enum SecretError {
 #[derive(Clone)]
 pub struct SecretBox {
     cipher: Arc<XChaCha20Poly1305>,
+    /// Key of [`SecretBox::derive`], itself derived from the master key (never the master).
+    derive_key: Arc<[u8; 32]>,
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -82,9 +84,25 @@ impl SecretBox {
 
     /// A box over a given key (tests, tools).
     pub fn from_key(key: [u8; 32]) -> SecretBox {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"tidings derive v1\0");
+        h.update(key);
         SecretBox {
             cipher: Arc::new(XChaCha20Poly1305::new(&key.into())),
+            derive_key: Arc::new(h.finalize().into()),
         }
+    }
+
+    /// A stable secret for `label` (64 hex digits): HMAC-SHA256 under a key derived from the
+    /// data dir's key, so it needs no storage and changes only with `secret.key`. Used for
+    /// signing keys shown to users (a topic's reply-callback key).
+    pub fn derive(&self, label: &str) -> String {
+        use hmac::Mac as _;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&*self.derive_key)
+            .expect("HMAC takes keys of any length");
+        mac.update(label.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
     }
 
     /// A box with a random key that lives as long as the process (tests).
@@ -154,6 +172,11 @@ mod tests {
             Err(SecretError::Open)
         ));
         assert!(matches!(b.open(b"short"), Err(SecretError::Open)));
+        // Derived secrets: stable per key and label, different across both.
+        assert_eq!(a.derive("x"), b.derive("x"));
+        assert_ne!(a.derive("x"), a.derive("y"));
+        assert_ne!(a.derive("x"), SecretBox::ephemeral().derive("x"));
+        assert_eq!(a.derive("x").len(), 64);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;

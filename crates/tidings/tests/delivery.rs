@@ -1024,3 +1024,110 @@ async fn rules_send_at_once_and_escalate_unless_acknowledged() {
     let r = record_with_status(&s.url, &alice, &low, "first", "delivered").await;
     assert!(r["reason"].as_str().unwrap().contains("\"rest\""), "{r}");
 }
+
+#[tokio::test]
+async fn a_reply_goes_to_the_publishers_reply_url_signed_with_the_topic_key() {
+    let (rx, addr) = Receiver::start().await;
+    let s = start_delivering(&[]);
+    let alice = s.user("alice").await;
+
+    let r = client()
+        .post(format!("{}/deploys", s.url))
+        .bearer_auth(&alice)
+        .header("Reply-To-Url", "ftp://example.org/x")
+        .body("bad")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(&r.json().await.unwrap()), "invalid_reply_url");
+
+    let r = client()
+        .post(format!("{}/deploys", s.url))
+        .bearer_auth(&alice)
+        .header("Title", "deploy 42 done")
+        .header("Reply-To-Url", format!("http://{addr}/ok/callback"))
+        .body("v42 is live")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually(20, || async {
+        history(&s.url, &alice)
+            .await
+            .iter()
+            .any(|n| n["id"] == id.as_str())
+            .then_some(())
+    })
+    .await;
+    let (st, v) = client()
+        .post(format!("{}/api/v1/notifications/{id}/reply", s.url))
+        .bearer_auth(&alice)
+        .json(&json!({"text": "roll back please"}))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), r))
+        .unwrap();
+    assert_eq!(st, 202, "{:?}", v.text().await);
+
+    let hit = eventually(20, || async {
+        rx.delivered("/ok/callback").into_iter().next()
+    })
+    .await;
+    let body: Value = serde_json::from_str(&hit.body).unwrap();
+    assert_eq!(body["type"], "reply");
+    assert_eq!(body["notification_id"], id.as_str());
+    assert_eq!(body["topic"], "deploys");
+    assert_eq!(body["user"], "alice");
+    assert_eq!(body["text"], "roll back please");
+    // Signed with the topic's reply key, which only its owner sees.
+    let (_, topic) = get_json(&format!("{}/api/v1/topics/deploys", s.url), &alice).await;
+    let key = topic["reply_secret"].as_str().expect("owner sees the key");
+    assert!(python_hmac_ok(
+        key,
+        &hit.headers["x-tidings-timestamp"],
+        &hit.body,
+        &hit.headers["x-tidings-signature"]
+    ));
+    let (_, v) = get_json(&format!("{}/api/v1/notifications/{id}", s.url), &alice).await;
+    assert_eq!(v["acked"], true, "{v}");
+
+    // Without a Reply-To-Url the reply is an ack, and the history says it went nowhere.
+    let other = publish_id(&s.url, &alice, "deploys", "no callback").await;
+    eventually(20, || async {
+        history(&s.url, &alice)
+            .await
+            .iter()
+            .any(|n| n["id"] == other.as_str())
+            .then_some(())
+    })
+    .await;
+    let r = client()
+        .post(format!("{}/api/v1/notifications/{other}/reply", s.url))
+        .bearer_auth(&alice)
+        .json(&json!({"text": "thanks"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    eventually(20, || async {
+        history(&s.url, &alice)
+            .await
+            .into_iter()
+            .find(|n| n["title"] == "Your reply was not forwarded")
+    })
+    .await;
+    let r = client()
+        .post(format!("{}/api/v1/notifications/{other}/reply", s.url))
+        .bearer_auth(&alice)
+        .json(&json!({"text": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(rx.delivered("/ok/callback").len(), 1);
+}

@@ -171,6 +171,54 @@ pub async fn ack_notification(
     })))
 }
 
+/// Body of `POST /api/v1/notifications/{id}/reply`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyBody {
+    pub text: String,
+}
+
+/// Longest reply text.
+const MAX_REPLY: usize = 4000;
+
+/// `POST /api/v1/notifications/{id}/reply`: answers a notification. The reply is an ack and
+/// goes to the source's reply path (a topic publisher's `Reply-To-Url`, a mail's sender);
+/// 202 once it is durable in the ingest queue.
+pub async fn reply_notification(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(id): Path<String>,
+    body: Result<Json<ReplyBody>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let id = parse_id(&id)?;
+    let Json(body) = body?;
+    let text = body.text.trim().to_owned();
+    if text.is_empty() || text.chars().count() > MAX_REPLY {
+        return Err(ApiError::bad_request(
+            "invalid_reply",
+            format!("a reply is 1-{MAX_REPLY} characters"),
+        ));
+    }
+    history::get(&state.services().store, auth.user.id, id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found("notification not found"))?;
+    let payload = serde_json::to_string(&tidings_routing::ingest::Ingest::TextReply {
+        notification_id: id.as_str().to_owned(),
+        via: "api".into(),
+        text,
+    })
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    state
+        .queue()
+        .append(user_avatar(auth.user.id), payload)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the reply could not be queued: {e}")))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": id, "queued": true})),
+    ))
+}
+
 /// Body of `POST /api/v1/subscriptions`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -353,10 +401,18 @@ pub async fn get_topic(
 ) -> ApiResult<Json<Value>> {
     let dir = &state.services().directory;
     match dir.topic_access(&topic, auth.user.id) {
-        TopicAccess::Owner => dir
-            .topic_info(&topic)
-            .map(|t| Json(json!(t)))
-            .ok_or_else(|| ApiError::not_found("topic not found")),
+        TopicAccess::Owner => {
+            let info = dir
+                .topic_info(&topic)
+                .ok_or_else(|| ApiError::not_found("topic not found"))?;
+            let mut v = json!(info);
+            // The key replies to this topic's publishers are signed with.
+            v["reply_secret"] = json!(tidings_routing::source::reply::topic_reply_key(
+                &state.services().secrets,
+                &topic
+            ));
+            Ok(Json(v))
+        }
         TopicAccess::Granted(g) => Ok(Json(json!({"name": topic, "granted": g}))),
         _ => Err(ApiError::not_found("topic not found")),
     }

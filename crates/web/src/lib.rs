@@ -198,6 +198,10 @@ pub fn router(state: AppState) -> Router {
             post(api::ack_notification),
         )
         .route(
+            "/api/v1/notifications/{id}/reply",
+            post(api::reply_notification),
+        )
+        .route(
             "/api/v1/destinations",
             get(destinations::list).post(destinations::create),
         )

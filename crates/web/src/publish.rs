@@ -72,7 +72,8 @@ pub async fn publish_topic(
         click: pick(&headers, &query, &["click", "x-click"]),
         actions: pick(&headers, &query, &["actions", "x-actions", "action"]),
     };
-    publish(&state, &auth, &topic, fields, message)
+    let reply_url = pick(&headers, &query, &["reply-to-url", "x-reply-to-url"]);
+    publish(&state, &auth, &topic, fields, message, reply_url)
         .await
         .map(Json)
 }
@@ -94,6 +95,9 @@ pub struct PublishJson {
     pub click: Option<String>,
     #[serde(default)]
     pub actions: Option<serde_json::Value>,
+    /// Where replies to this notification go (a signed JSON POST).
+    #[serde(default)]
+    pub reply_url: Option<String>,
 }
 
 /// `POST /api/v1/publish`.
@@ -139,7 +143,7 @@ pub async fn publish_json(
         click: p.click,
         actions,
     };
-    publish(&state, &auth, &p.topic, fields, message)
+    publish(&state, &auth, &p.topic, fields, message, p.reply_url)
         .await
         .map(Json)
 }
@@ -151,6 +155,22 @@ pub async fn publish_json_root(
     body: Result<Json<PublishJson>, JsonRejection>,
 ) -> ApiResult<Json<Notification>> {
     publish_json(state, auth, body).await
+}
+
+/// A `Reply-To-Url` must be an absolute http(s) URL of sane length. Whether its address may
+/// be called is checked when a reply is sent (the publish path does no DNS).
+fn check_reply_url(u: &str) -> ApiResult<()> {
+    let bad = |why: &str| {
+        ApiError::bad_request("invalid_reply_url", format!("Reply-To-Url {u:?}: {why}"))
+    };
+    if u.len() > tidings_core::notification::MAX_URL {
+        return Err(bad("too long"));
+    }
+    let parsed = url::Url::parse(u).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(bad("must be an http(s) URL"));
+    }
+    Ok(())
 }
 
 fn too_large(limit: usize) -> ApiError {
@@ -168,8 +188,14 @@ async fn publish(
     topic: &str,
     fields: PublishFields,
     mut message: String,
+    reply_url: Option<String>,
 ) -> ApiResult<Notification> {
     let topic = TopicName::parse(topic)?;
+    let reply_url = reply_url
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .map(|u| check_reply_url(&u).map(|()| u))
+        .transpose()?;
     let user = &auth.user;
     let dir = &state.services().directory;
     if dir.topic_access(topic.as_str(), user.id) == TopicAccess::Unclaimed {
@@ -196,6 +222,7 @@ async fn publish(
     let payload = serde_json::to_string(&Ingest::Publish {
         notification: n.clone(),
         bypass_filters: false,
+        reply_url,
     })
     .map_err(|e| ApiError::internal(format!("cannot encode: {e}")))?;
     state

@@ -909,6 +909,7 @@ impl ImapSource {
         let payload = match serde_json::to_string(&Ingest::Publish {
             notification: n,
             bypass_filters: true,
+            reply_url: None,
         }) {
             Ok(p) => p,
             Err(_) => return,

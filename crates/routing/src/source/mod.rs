@@ -11,7 +11,7 @@
 
 pub mod imap;
 pub mod mail;
-mod reply;
+pub mod reply;
 pub mod web;
 
 use std::collections::HashMap;
@@ -192,7 +192,13 @@ impl Avatar for SourceAvatar {
                 Ingest::Publish {
                     notification,
                     bypass_filters,
-                } => self.publish(notification, bypass_filters, ack, cx).await,
+                    reply_url,
+                } => {
+                    if let Some(url) = reply_url {
+                        self.remember_reply_url(&notification, url, &ack, cx).await;
+                    }
+                    self.publish(notification, bypass_filters, ack, cx).await
+                }
                 Ingest::Mail {
                     raw_b64,
                     label,
@@ -215,7 +221,7 @@ impl Avatar for SourceAvatar {
                         Err(e) => ack.nack(format!("mail parser failed: {e}")),
                     }
                 }
-                Ingest::Reply { .. } | Ingest::SmsReply { .. } => {
+                Ingest::Reply { .. } | Ingest::SmsReply { .. } | Ingest::TextReply { .. } => {
                     ack.nack("a reply is for a user avatar, not a source")
                 }
             },
@@ -446,6 +452,7 @@ impl SourceAvatar {
             let payload = match serde_json::to_string(&Ingest::Publish {
                 notification: n,
                 bypass_filters,
+                reply_url: None,
             }) {
                 Ok(p) => p,
                 Err(e) => {

@@ -1,7 +1,9 @@
 //! The reply path of a source: where a user's reply to one of its notifications goes. For
 //! mail (SMTP addresses and IMAP mailboxes) the reply text is mailed to the original sender
 //! (its Reply-To, else its From), from the user's tidings address, threaded with
-//! In-Reply-To. Other sources have no reply path yet: the user is told so in their history.
+//! In-Reply-To. For a topic, the publisher's `Reply-To-Url` (given when publishing) is
+//! called with a JSON body signed with the topic's reply key. Feeds and pages have no reply
+//! path: the user is told so in their history.
 //! The reply counts as an ack either way (the user avatar records that first).
 
 use tidings_bus::ack::Ack;
@@ -40,6 +42,35 @@ impl SourceAvatar {
         }
     }
 
+    /// Stores a publisher's `Reply-To-Url`, in the same group commit as its notification.
+    pub(super) async fn remember_reply_url(
+        &self,
+        n: &Notification,
+        url: String,
+        ack: &Ack,
+        cx: &Context<Self>,
+    ) {
+        let own = ack.share();
+        let id = n.id.as_str().to_owned();
+        let r = cx
+            .env()
+            .store
+            .submit(
+                move |c| {
+                    c.execute(
+                        "INSERT OR IGNORE INTO reply_paths(notification_id, url, created_at) VALUES (?1, ?2, ?3)",
+                        rusqlite::params![id, url, now_ms()],
+                    )
+                    .map(|_| ())
+                },
+                move |r| own.settle(r),
+            )
+            .await;
+        if let Err(e) = r {
+            tracing::error!(source = %self.source_id, error = %e, "reply URL not stored");
+        }
+    }
+
     pub(super) async fn reply(
         &mut self,
         notification_id: String,
@@ -48,6 +79,11 @@ impl SourceAvatar {
         ack: Ack,
         cx: &Context<Self>,
     ) {
+        if let Some(topic) = self.topic.clone() {
+            self.reply_to_publisher(topic, notification_id, user_id, text, ack, cx)
+                .await;
+            return;
+        }
         let is_mail = self.source_id.starts_with("mail:") || self.source_id.starts_with("imap:");
         if !is_mail {
             no_reply_path(
@@ -177,6 +213,117 @@ impl SourceAvatar {
             ack.ack();
         });
     }
+}
+
+impl SourceAvatar {
+    /// A topic's reply path: the publisher's `Reply-To-Url`, called with a signed JSON body
+    /// (the key is the topic's reply key, shown to its owner).
+    async fn reply_to_publisher(
+        &mut self,
+        topic: String,
+        notification_id: String,
+        user_id: i64,
+        text: String,
+        ack: Ack,
+        cx: &Context<Self>,
+    ) {
+        let env = cx.env();
+        let nid = notification_id.clone();
+        let url = env
+            .store
+            .read(move |c| {
+                c.query_row(
+                    "SELECT url FROM reply_paths WHERE notification_id = ?1",
+                    [&nid],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()
+            })
+            .await;
+        let url = match url {
+            Ok(Some(u)) => u,
+            Ok(None) => {
+                no_reply_path(
+                    cx,
+                    user_id,
+                    &notification_id,
+                    &self.source_id,
+                    "its publisher gave no Reply-To-Url; your reply was recorded as an acknowledgement",
+                )
+                .await;
+                ack.ack();
+                return;
+            }
+            Err(e) => {
+                ack.nack(format!("reply path not readable: {e}"));
+                return;
+            }
+        };
+        let user = env
+            .directory
+            .user(user_id)
+            .map(|u| u.name)
+            .unwrap_or_default();
+        let body = serde_json::json!({
+            "type": "reply",
+            "notification_id": notification_id,
+            "topic": topic,
+            "user": user,
+            "text": text,
+            "time": now_ms() / 1000,
+        });
+        let key = topic_reply_key(&env.secrets, &topic);
+        let services = env.clone();
+        let users = services.users().clone();
+        let source_id = self.source_id.clone();
+        tokio::spawn(async move {
+            let id = format!("reply-{notification_id}-{user_id}");
+            let outcome = services
+                .outbox
+                .sinks()
+                .post_signed_json(&url, &key, &id, &body)
+                .await;
+            let (kind, detail) = match &outcome {
+                Outcome::Delivered { .. } => ("reply_relayed", String::new()),
+                Outcome::Retry { error, .. } => {
+                    ack.nack(format!("calling the reply URL: {error}"));
+                    return;
+                }
+                Outcome::Failed { error, .. } => ("reply_failed", error.clone()),
+            };
+            let (nid, src, why) = (notification_id.clone(), source_id, detail.clone());
+            let r = services
+                .store
+                .write(move |c| {
+                    c.execute(
+                        "INSERT INTO events(time, kind, user_id, source_id, notification_id, data)
+                         VALUES (?1, ?2, ?3, ?4, ?5, json_object('to', 'reply_url', 'error', ?6))",
+                        rusqlite::params![now_ms(), kind, user_id, src, nid, why],
+                    )
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "reply event not recorded");
+            }
+            if kind == "reply_failed" {
+                let msg = UserMsg::Notice {
+                    title: "Your reply was not sent".into(),
+                    message: format!(
+                        "The publisher's reply URL refused your reply to {topic}: {detail}. It was recorded as an acknowledgement."
+                    ),
+                };
+                let _ = users
+                    .tell(&tidings_core::ids::user_avatar(user_id), msg)
+                    .await;
+            }
+            ack.ack();
+        });
+    }
+}
+
+/// The key a topic's reply callbacks are signed with (shown to the topic's owner).
+pub fn topic_reply_key(secrets: &tidings_store::SecretBox, topic: &str) -> String {
+    secrets.derive(&format!("topic-reply:{topic}"))
 }
 
 /// Records that a reply had nowhere to go, and tells the user in their history.
