@@ -9,9 +9,13 @@
 //!   a new module plus one line in [`agents::default_agents`].
 //! - [`destinations`]: a user's destinations (webhooks, mail, SMS, chat): options, sealed
 //!   credentials, verification codes; owned by the user avatar, sent to by `agents::outbox`.
+//! - [`discover`]: subscribe-time checks of a feed URL (fetchable, or the feed a page
+//!   advertises).
 //! - [`directory`]: users, tokens, sessions, topics and grants, cached in memory so that no
 //!   request waits on the store to authenticate or authorize.
 //! - [`history`]: read-only queries over a user's history for the API.
+//! - [`im`]: IM commands (`help`, `list`, `sub`, `pause`, `ack`, `reply`...) and how a
+//!   notification reads as an instant message.
 //! - [`ingest`]: the payloads that travel through the durable ingest queue, and the handler
 //!   that hands them to source avatars.
 //! - [`private_feed`]: private Atom feeds' secrets (create/rotate, list, delete, resolve).
@@ -23,7 +27,9 @@
 pub mod agents;
 pub mod destinations;
 pub mod directory;
+pub mod discover;
 pub mod history;
+pub mod im;
 pub mod ingest;
 pub mod private_feed;
 pub mod replies;

@@ -20,6 +20,10 @@ pub struct UserSettings {
     /// When more items than this were held for one destination, they are released as one
     /// summary message instead of a burst.
     pub summarize_over: usize,
+    /// Deliveries to destinations paused (IM `pause`) until this time (ms); `i64::MAX`:
+    /// until `resume`. The quiet hours' breakthrough priority (default urgent) still passes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_until: Option<i64>,
 }
 
 impl Default for UserSettings {
@@ -28,6 +32,7 @@ impl Default for UserSettings {
             time_zone: String::new(),
             quiet_hours: None,
             summarize_over: summary_threshold(),
+            paused_until: None,
         }
     }
 }
@@ -82,8 +87,30 @@ impl UserSettings {
         })
     }
 
-    /// When quiet hours are on at `now_ms`: the time (ms) they end. `None` when not quiet.
+    /// Until when an item of `priority` waits at `now_ms` (quiet hours or a pause), or
+    /// `None` when it goes out now. `i64::MAX`: until the pause is lifted.
+    pub fn hold_until(&self, priority: Priority, now_ms: i64) -> Option<i64> {
+        let breakthrough = self
+            .quiet_hours
+            .as_ref()
+            .map_or(Priority::Urgent, |q| q.breakthrough);
+        if priority >= breakthrough {
+            return None;
+        }
+        self.quiet_until(now_ms)
+    }
+
+    /// When quiet hours or a pause are on at `now_ms`: the time (ms) they end. `None` when
+    /// not quiet.
     pub fn quiet_until(&self, now_ms: i64) -> Option<i64> {
+        let paused = self.paused_until.filter(|&t| t > now_ms);
+        match (self.quiet_hours_until(now_ms), paused) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn quiet_hours_until(&self, now_ms: i64) -> Option<i64> {
         let q = self.quiet_hours.as_ref()?;
         let (start, end) = (parse_time(&q.start).ok()?, parse_time(&q.end).ok()?);
         let tz = self.zone().ok()?;
@@ -110,6 +137,9 @@ impl UserSettings {
 impl UserSettings {
     /// `07:00 Europe/Berlin`: a time in the user's zone, for reasons shown to them.
     pub fn local(&self, ms: i64) -> String {
+        if ms == i64::MAX {
+            return "resumed".into();
+        }
         let tz = self.zone().unwrap_or(jiff::tz::TimeZone::UTC);
         let name = if self.time_zone.is_empty() {
             "UTC"
@@ -331,6 +361,7 @@ mod tests {
                 breakthrough: Priority::Urgent,
             }),
             summarize_over: 5,
+            paused_until: None,
         }
     }
 

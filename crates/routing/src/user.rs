@@ -548,12 +548,7 @@ impl UserAvatar {
             return Ok(targets);
         }
         let now = now_ms();
-        let quiet = self
-            .settings
-            .quiet_hours
-            .as_ref()
-            .filter(|q| n.priority < q.breakthrough)
-            .and_then(|_| self.settings.quiet_until(now));
+        let quiet = self.settings.hold_until(n.priority, now);
         let mut send = Vec::new();
         let mut waiting = Vec::new();
         let mut due = Vec::new();
@@ -582,7 +577,8 @@ impl UserAvatar {
             .write(move |c| schedule::store_waiting(c, user_id, &row, &waiting))
             .await?;
         for ((name, at), first) in due.into_iter().zip(first) {
-            if first {
+            // A pause without an end is lifted by `resume`, which sets its own reminder.
+            if first && at != i64::MAX {
                 cx.set_reminder(&name, at, String::new()).await?;
             }
         }
@@ -595,6 +591,9 @@ impl UserAvatar {
         let now = now_ms();
         if let Some(until) = self.settings.quiet_until(now) {
             // Still (or again) quiet: the settings changed since the reminder was set.
+            if until == i64::MAX {
+                return;
+            }
             if let Err(e) = cx.set_reminder(QUIET_END, until, String::new()).await {
                 tracing::error!(user_id = self.user_id, error = %e, "quiet hours reminder not set");
             }
@@ -617,7 +616,10 @@ impl UserAvatar {
                 })
                 .await;
             let rows = match rows {
-                Ok(r) if r.is_empty() => return,
+                Ok(r) if r.is_empty() => {
+                    self.kick_digests(cx).await;
+                    return;
+                }
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(user_id, error = %e, "held items not readable; retrying in 10 s");
@@ -647,6 +649,28 @@ impl UserAvatar {
                     return;
                 }
             }
+        }
+    }
+
+    /// Digests that waited out quiet hours or a pause are due now.
+    async fn kick_digests(&mut self, cx: &Context<Self>) {
+        let user_id = self.user_id;
+        let dests = cx
+            .env()
+            .store
+            .read(move |c| {
+                let mut s = c.prepare_cached(
+                    "SELECT DISTINCT destination_id FROM digest_items WHERE user_id = ?1",
+                )?;
+                let rows = s.query_map([user_id], |r| r.get::<_, String>(0))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await
+            .unwrap_or_default();
+        for d in dests {
+            let _ = cx
+                .set_reminder(&format!("{DIGEST}{d}"), now_ms(), String::new())
+                .await;
         }
     }
 
@@ -748,11 +772,17 @@ impl UserAvatar {
                 .await;
             return;
         };
-        if let Some(until) = self.settings.quiet_until(now) {
-            // A digest is a delivery like any other: it waits for the end of quiet hours.
-            let _ = cx
-                .set_reminder(&format!("{DIGEST}{dest_id}"), until, String::new())
-                .await;
+        if let Some(until) = self
+            .settings
+            .hold_until(tidings_core::Priority::Default, now)
+        {
+            // A digest is a delivery like any other: it waits for the end of quiet hours
+            // (or of a pause: `resume` releases it with the rest).
+            if until != i64::MAX {
+                let _ = cx
+                    .set_reminder(&format!("{DIGEST}{dest_id}"), until, String::new())
+                    .await;
+            }
             return;
         }
         let id = dest_id.to_owned();
@@ -857,7 +887,9 @@ impl UserAvatar {
         self.settings = settings;
         // Whatever quiet hours held is due now if the new settings say it is not quiet.
         let due = self.settings.quiet_until(now_ms()).unwrap_or_else(now_ms);
-        cx.set_reminder(QUIET_END, due, String::new()).await?;
+        if due != i64::MAX {
+            cx.set_reminder(QUIET_END, due, String::new()).await?;
+        }
         Ok(self.settings.clone())
     }
 
