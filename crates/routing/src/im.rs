@@ -276,30 +276,6 @@ fn describe(source: &SourceSpec, filter: &Filter) -> String {
     }
 }
 
-/// A notification as an instant message (XEP-0393 styling): the title in bold, the text
-/// trimmed to `max_chars` with a link to the full item, the click link, and the source.
-pub fn format_message(
-    n: &tidings_core::Notification,
-    source_name: &str,
-    full_item_url: Option<&str>,
-    max_chars: usize,
-) -> String {
-    let mut out = String::new();
-    if let Some(t) = n.title.as_deref().filter(|t| !t.trim().is_empty()) {
-        // `*` inside a title would end the bold span early.
-        out.push_str(&format!("*{}*\n", t.trim().replace('*', "∗")));
-    }
-    let body = n.message.trim();
-    let trimmed = truncate_chars(body, max_chars);
-    out.push_str(&trimmed);
-    if trimmed.chars().count() < body.chars().count()
-        && let Some(u) = full_item_url
-    {
-        out.push_str(&format!("\n(more: {u})"));
-    }
-    if let Some(c) = &n.click {
-        out.push_str(&format!("\n{c}"));
-    }
-    out.push_str(&format!("\n_{}_", source_name.replace('_', " ")));
-    out
-}
+/// A notification as an instant message (XEP-0393 styling); see
+/// [`tidings_sinks::xmpp::format_text`].
+pub use tidings_sinks::xmpp::format_text as format_message;

@@ -61,11 +61,28 @@ pub fn parse(url: &str) -> Result<DestinationConfig, Error> {
         "matrix" | "matrixs" => parse_matrix(&scheme, parts),
         "mailto" | "mailtos" => parse_mailto(parts),
         "http" | "https" => parse_known_https(url, parts),
-        "xmpp" | "xmpps" => Err(Error::NotAvailable(
-            "XMPP destinations arrive with the XMPP agent; not available on this server yet".into(),
-        )),
+        "xmpp" | "xmpps" => parse_xmpp(url),
         _ => Err(unknown_scheme(url)),
     }
+}
+
+/// `xmpp://alice@example.org` (Apprise's form for a recipient; credentials have no place
+/// here: tidings sends from its own connection).
+fn parse_xmpp(url: &str) -> Result<DestinationConfig, Error> {
+    let rest = url.split_once("://").map_or("", |(_, r)| r);
+    let jid = rest
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('/');
+    if jid.contains(':') {
+        return Err(Error::Invalid(
+            "xmpp://: give only the recipient (xmpp://alice@example.org); tidings sends from its own XMPP connection".into(),
+        ));
+    }
+    Ok(DestinationConfig::Xmpp(crate::xmpp::Config {
+        jid: jid.to_owned(),
+    }))
 }
 
 fn unknown_scheme(url: &str) -> Error {
@@ -764,9 +781,16 @@ mod tests {
 
     #[test]
     fn other_schemes() {
-        assert!(
-            matches!(parse("xmpp://alice@example.org"), Err(Error::NotAvailable(m)) if m.contains("XMPP agent"))
+        assert_eq!(
+            parse("xmpp://alice@example.org").unwrap(),
+            DestinationConfig::Xmpp(crate::xmpp::Config {
+                jid: "alice@example.org".into()
+            })
         );
+        assert!(matches!(
+            parse("xmpp://bot:pass@example.org"),
+            Err(Error::Invalid(_))
+        ));
         let e = err("pushover://user@token");
         assert!(
             e.contains("\"pushover\"") && e.contains("jsons://") && e.contains("mailto:"),

@@ -10,7 +10,7 @@
 //!   [`DestinationConfig::prepare`], shown without credentials by
 //!   [`DestinationConfig::redacted`].
 //! - One module per kind ([`webhook`], [`twilio`], [`ntfy`], [`slack`], [`discord`],
-//!   [`matrix`], [`mailto`]): its config struct, its I/O-free payload builder (tested
+//!   [`matrix`], [`mailto`], [`xmpp`] — the last through the server's XMPP connection): its config struct, its I/O-free payload builder (tested
 //!   without sockets) and its one send.
 //! - `http`: one HTTP call through the SSRF-safe [`tidings_sources::fetch::Fetcher`] and the
 //!   classification of its answer (2xx delivered; 408, 429, 5xx and transport trouble
@@ -28,6 +28,7 @@ pub mod slack;
 mod text;
 pub mod twilio;
 pub mod webhook;
+pub mod xmpp;
 
 use std::time::Duration;
 
@@ -45,7 +46,11 @@ pub enum DestinationConfig {
     Slack(slack::Config),
     Discord(discord::Config),
     Matrix(matrix::Config),
+    Xmpp(xmpp::Config),
 }
+
+/// A boxed future, for the transport trait of [`xmpp`].
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 impl DestinationConfig {
     pub fn kind(&self) -> &'static str {
@@ -57,6 +62,7 @@ impl DestinationConfig {
             DestinationConfig::Slack(_) => "slack",
             DestinationConfig::Discord(_) => "discord",
             DestinationConfig::Matrix(_) => "matrix",
+            DestinationConfig::Xmpp(_) => "xmpp",
         }
     }
 
@@ -76,6 +82,7 @@ impl DestinationConfig {
             DestinationConfig::Slack(c) => DestinationConfig::Slack(c.prepare()?),
             DestinationConfig::Discord(c) => DestinationConfig::Discord(c.prepare()?),
             DestinationConfig::Matrix(c) => DestinationConfig::Matrix(c.prepare()?),
+            DestinationConfig::Xmpp(c) => DestinationConfig::Xmpp(c.prepare()?),
         })
     }
 
@@ -90,6 +97,7 @@ impl DestinationConfig {
             DestinationConfig::Slack(c) => c.redacted(),
             DestinationConfig::Discord(c) => c.redacted(),
             DestinationConfig::Matrix(c) => c.redacted(),
+            DestinationConfig::Xmpp(c) => c.redacted(),
         };
         if let Some(map) = value.as_object_mut() {
             map.insert("kind".into(), self.kind().into());
@@ -97,12 +105,15 @@ impl DestinationConfig {
         value
     }
 
-    /// Reaches a third party (an email address, a phone number): must be verified by a
-    /// code before use.
+    /// Reaches a third party (an email address, a phone number, an IM address): must be
+    /// verified before use (by a code; an IM address by approving tidings' presence
+    /// subscription).
     pub fn needs_verification(&self) -> bool {
         matches!(
             self,
-            DestinationConfig::Mailto(_) | DestinationConfig::Twilio(_)
+            DestinationConfig::Mailto(_)
+                | DestinationConfig::Twilio(_)
+                | DestinationConfig::Xmpp(_)
         )
     }
 
@@ -117,7 +128,13 @@ impl DestinationConfig {
             DestinationConfig::Slack(c) => c.address(),
             DestinationConfig::Discord(c) => c.address(),
             DestinationConfig::Matrix(c) => c.address(),
+            DestinationConfig::Xmpp(c) => c.address(),
         }
+    }
+
+    /// Takes deliveries only while its user is reachable there (presence): an IM address.
+    pub fn presence_aware(&self) -> bool {
+        matches!(self, DestinationConfig::Xmpp(_))
     }
 
     /// Webhook only: the HMAC secret (the API shows it once, at creation).
@@ -132,7 +149,7 @@ impl DestinationConfig {
     fn http_urls(&self) -> Vec<String> {
         match self {
             DestinationConfig::Webhook(c) => vec![c.url.clone()],
-            DestinationConfig::Mailto(_) => Vec::new(),
+            DestinationConfig::Mailto(_) | DestinationConfig::Xmpp(_) => Vec::new(),
             DestinationConfig::Twilio(c) => vec![c.endpoint()],
             DestinationConfig::Ntfy(c) => vec![c.url.clone()],
             DestinationConfig::Slack(c) => vec![c.webhook_url.clone()],
@@ -207,6 +224,8 @@ pub struct Sinks {
     fetcher: Fetcher,
     relay: Option<mailto::Relay>,
     matrix: matrix::AliasCache,
+    /// The server's XMPP connection, once it is started (see [`Sinks::set_im`]).
+    im: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn xmpp::ImTransport>>>,
 }
 
 impl std::fmt::Debug for Sinks {
@@ -226,7 +245,18 @@ impl Sinks {
             fetcher,
             relay,
             matrix: matrix::AliasCache::default(),
+            im: Default::default(),
         })
+    }
+
+    /// Hands over the server's XMPP connection (once; later calls do nothing).
+    pub fn set_im(&self, transport: std::sync::Arc<dyn xmpp::ImTransport>) {
+        let _ = self.im.set(transport);
+    }
+
+    /// Whether XMPP destinations can be served.
+    pub fn has_im(&self) -> bool {
+        self.im.get().is_some()
     }
 
     /// Creation-time checks that need I/O: URLs pass the SSRF rules
@@ -234,6 +264,11 @@ impl Sinks {
     pub async fn check(&self, cfg: &DestinationConfig) -> Result<(), Error> {
         if matches!(cfg, DestinationConfig::Mailto(_)) && self.relay.is_none() {
             return Err(Error::NotAvailable(mailto::NO_RELAY.into()));
+        }
+        if matches!(cfg, DestinationConfig::Xmpp(_)) && !self.has_im() {
+            return Err(Error::NotAvailable(
+                "XMPP destinations need the server's XMPP connection, and the operator has not configured one".into(),
+            ));
         }
         for url in cfg.http_urls() {
             self.fetcher.check_url(&url).await.map_err(|e| match e {
@@ -247,6 +282,19 @@ impl Sinks {
     /// One delivery attempt, bounded in time: the fetcher's total timeout for HTTP kinds
     /// (a Matrix alias lookup and its send together), the relay's for mail. Never panics.
     pub async fn send(&self, cfg: &DestinationConfig, msg: &Message) -> Outcome {
+        if let DestinationConfig::Xmpp(c) = cfg {
+            return match self.im.get() {
+                Some(t) => {
+                    t.send(
+                        &c.jid,
+                        xmpp::text(msg),
+                        msg.notification.id.as_str().to_owned(),
+                    )
+                    .await
+                }
+                None => Outcome::failed("this server has no XMPP connection"),
+            };
+        }
         if let DestinationConfig::Mailto(c) = cfg {
             // The relay's own timeouts bound it.
             return match &self.relay {
@@ -272,6 +320,7 @@ impl Sinks {
             DestinationConfig::Discord(c) => discord::send(&self.fetcher, c, msg).await,
             DestinationConfig::Matrix(c) => matrix::send(&self.fetcher, &self.matrix, c, msg).await,
             DestinationConfig::Mailto(_) => Outcome::failed("mail is not sent over HTTP"),
+            DestinationConfig::Xmpp(_) => Outcome::failed("IM is not sent over HTTP"),
         }
     }
 
