@@ -22,6 +22,7 @@
 //! - [`replies`]: reply addresses of delivered mail, checked when a reply arrives.
 //! - [`rules`]: routing rules (ordered steps, escalations), pure planning.
 //! - [`schedule`]: quiet hours and digests (settings, windows, the digest message).
+//! - [`xmpp`]: the XMPP agent: the one connection, presence to avatars, IM in and out.
 //! - [`services`]: the shared environment every avatar sees.
 
 pub mod agents;
@@ -38,6 +39,7 @@ pub mod schedule;
 pub mod services;
 pub mod source;
 pub mod user;
+pub mod xmpp;
 
 pub use directory::Directory;
 pub use services::{Services, ServicesConfig, WebSubConfig};

@@ -61,6 +61,7 @@ pub struct Services {
     users: OnceLock<Runtime<UserAvatar>>,
     sources: OnceLock<Runtime<SourceAvatar>>,
     agents: OnceLock<Vec<Arc<dyn Agent>>>,
+    xmpp: OnceLock<Arc<crate::xmpp::XmppAgent>>,
 }
 
 impl Services {
@@ -92,6 +93,7 @@ impl Services {
             users: OnceLock::new(),
             sources: OnceLock::new(),
             agents: OnceLock::new(),
+            xmpp: OnceLock::new(),
         });
         let users = Runtime::new(s.clone(), store.clone(), cfg.users);
         let sources = Runtime::new(s.clone(), store, cfg.sources);
@@ -125,6 +127,26 @@ impl Services {
 
     pub fn sources(&self) -> &Runtime<SourceAvatar> {
         self.sources.get().expect("set in Services::start")
+    }
+
+    /// The XMPP connection, when the operator configured one.
+    pub fn xmpp(&self) -> Option<&Arc<crate::xmpp::XmppAgent>> {
+        self.xmpp.get()
+    }
+
+    /// Attaches the XMPP connection: IM deliveries go through it, its events to the avatars.
+    pub fn attach_xmpp(
+        self: &Arc<Self>,
+        agent: Arc<crate::xmpp::XmppAgent>,
+        inbound: tokio::sync::mpsc::Receiver<tidings_xmpp::Inbound>,
+    ) {
+        if self.xmpp.set(agent.clone()).is_err() {
+            return;
+        }
+        self.outbox
+            .sinks()
+            .set_im(Arc::new(crate::xmpp::Transport(agent.clone())));
+        tokio::spawn(agent.run(self.clone(), inbound));
     }
 
     pub fn agents(&self) -> &[Arc<dyn Agent>] {

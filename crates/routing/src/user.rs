@@ -24,6 +24,7 @@ use crate::schedule::{self, UserSettings, Wait};
 use crate::services::Services;
 use crate::source::SourceMsg;
 use crate::{Error, Result};
+use tidings_sinks::DestinationConfig;
 
 /// How many recent notification ids a user avatar remembers to drop redeliveries before
 /// they reach the live stream (history dedupes by its primary key on its own).
@@ -290,6 +291,21 @@ pub enum UserMsg {
         title: String,
         message: String,
     },
+    /// A contact's availability on XMPP changed (folded over their resources).
+    ImPresence {
+        destination_id: String,
+        show: tidings_xmpp::Show,
+    },
+    /// A contact approved tidings' presence subscription.
+    ImApproved {
+        destination_id: String,
+    },
+    /// A receipt (`received`), displayed marker (`displayed`) or bounce for an IM delivery.
+    ImMark {
+        destination_id: String,
+        notification_id: String,
+        what: String,
+    },
     GetSettings {
         reply: oneshot::Sender<UserSettings>,
     },
@@ -405,6 +421,19 @@ impl Avatar for UserAvatar {
                 ack,
             } => self.text_reply(notification_id, via, text, ack, cx).await,
             UserMsg::Notice { title, message } => self.notice(title, message, cx).await,
+            UserMsg::ImPresence {
+                destination_id,
+                show,
+            } => self.im_presence(destination_id, show, cx).await,
+            UserMsg::ImApproved { destination_id } => self.im_approved(destination_id, cx).await,
+            UserMsg::ImMark {
+                destination_id,
+                notification_id,
+                what,
+            } => {
+                self.im_mark(destination_id, notification_id, what, cx)
+                    .await
+            }
             UserMsg::GetSettings { reply } => {
                 let _ = reply.send(self.settings.clone());
             }
@@ -552,9 +581,23 @@ impl UserAvatar {
         let mut send = Vec::new();
         let mut waiting = Vec::new();
         let mut due = Vec::new();
+        let breaks_through = self
+            .settings
+            .quiet_hours
+            .as_ref()
+            .map_or(tidings_core::Priority::Urgent, |q| q.breakthrough)
+            <= n.priority;
         for t in targets {
             let d = &t.destination;
-            if let Some(until) = quiet {
+            if !breaks_through && self.im_away(d, cx) {
+                // Held until the user is available there; their presence releases it.
+                let why = format!(
+                    "held until you are available on XMPP ({})",
+                    d.config.as_ref().map(|c| c.address()).unwrap_or_default()
+                );
+                waiting.push((Wait::Quiet, d.id.clone(), d.kind.clone(), why));
+                due.push((QUIET_END.to_owned(), i64::MAX));
+            } else if let Some(until) = quiet {
                 let why = format!("held by quiet hours until {}", self.settings.local(until));
                 waiting.push((Wait::Quiet, d.id.clone(), d.kind.clone(), why));
                 due.push((QUIET_END.to_owned(), until));
@@ -599,19 +642,37 @@ impl UserAvatar {
             }
             return;
         }
+        self.release_held_for(None, cx).await;
+    }
+
+    /// Releases what is held (for one destination, or all), except for IM destinations
+    /// whose user is still away: those wait for their presence.
+    async fn release_held_for(&mut self, only: Option<String>, cx: &Context<Self>) {
+        let now = now_ms();
         let summarize_over = self.settings.summarize_over;
+        let mut cursor = 0i64;
         loop {
             let user_id = self.user_id;
+            let only2 = only.clone();
             let rows = cx
                 .env()
                 .store
                 .read(move |c| {
                     let mut s = c.prepare_cached(
-                        "SELECT seq, destination_id, body FROM held WHERE user_id = ?1 ORDER BY seq LIMIT ?2",
+                        "SELECT seq, destination_id, body FROM held
+                         WHERE user_id = ?1 AND seq > ?2 AND (?3 IS NULL OR destination_id = ?3)
+                         ORDER BY seq LIMIT ?4",
                     )?;
-                    let rows = s.query_map(rusqlite::params![user_id, RELEASE_BATCH], |r| {
-                        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
-                    })?;
+                    let rows = s.query_map(
+                        rusqlite::params![user_id, cursor, only2, RELEASE_BATCH],
+                        |r| {
+                            Ok((
+                                r.get::<_, i64>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, String>(2)?,
+                            ))
+                        },
+                    )?;
                     rows.collect::<rusqlite::Result<Vec<_>>>()
                 })
                 .await;
@@ -629,6 +690,7 @@ impl UserAvatar {
                     return;
                 }
             };
+            cursor = rows.last().map_or(cursor, |r| r.0);
             let mut by_dest: Vec<(String, Vec<(i64, Notification)>)> = Vec::new();
             for (seq, dest, body) in rows {
                 let Ok(n) = serde_json::from_str::<Notification>(&body) else {
@@ -641,6 +703,9 @@ impl UserAvatar {
             }
             for (dest_id, items) in by_dest {
                 let dest = self.destinations.iter().find(|d| d.id == dest_id).cloned();
+                if dest.as_ref().is_some_and(|d| self.im_away(d, cx)) {
+                    continue;
+                }
                 if let Err(e) = self.release_to(dest, items, summarize_over, cx).await {
                     tracing::error!(user_id, error = %e, "held items not released; retrying in 10 s");
                     let _ = cx
@@ -649,6 +714,127 @@ impl UserAvatar {
                     return;
                 }
             }
+        }
+    }
+
+    /// Whether `d` is an IM destination whose user is not available there now.
+    fn im_away(&self, d: &Destination, cx: &Context<Self>) -> bool {
+        let Ok(DestinationConfig::Xmpp(x)) = &d.config else {
+            return false;
+        };
+        match cx.env().xmpp() {
+            Some(agent) => !crate::xmpp::is_available(agent.show(&x.jid)),
+            None => true,
+        }
+    }
+
+    /// A contact's availability changed: recorded, and when they are back, what waited for
+    /// them goes out (unless quiet hours or a pause say otherwise).
+    async fn im_presence(
+        &mut self,
+        destination_id: String,
+        show: tidings_xmpp::Show,
+        cx: &Context<Self>,
+    ) {
+        let user_id = self.user_id;
+        let (d2, s2) = (destination_id.clone(), format!("{show:?}").to_lowercase());
+        let r = cx
+            .env()
+            .store
+            .submit(
+                move |c| {
+                    c.execute(
+                        "INSERT INTO events(time, kind, user_id, data) VALUES (?1, 'presence_changed', ?2, json_object('channel', 'xmpp', 'destination', ?3, 'status', ?4))",
+                        rusqlite::params![now_ms(), user_id, d2, s2],
+                    )
+                },
+                |_| {},
+            )
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(user_id, error = %e, "presence event not recorded");
+        }
+        if crate::xmpp::is_available(show) && self.settings.quiet_until(now_ms()).is_none() {
+            self.release_held_for(Some(destination_id), cx).await;
+        }
+    }
+
+    /// The contact approved tidings' presence subscription: the destination is verified.
+    async fn im_approved(&mut self, destination_id: String, cx: &Context<Self>) {
+        let Ok((i, d)) = self.destination(&destination_id) else {
+            return;
+        };
+        if !d.needs_verification() {
+            return;
+        }
+        let (user_id, id) = (self.user_id, d.id.clone());
+        let now = now_ms();
+        let r = cx
+            .env()
+            .store
+            .write(move |c| {
+                c.execute(
+                    "UPDATE destinations SET verified_at = ?2 WHERE id = ?1",
+                    rusqlite::params![id, now],
+                )?;
+                c.execute(
+                    "INSERT INTO events(time, kind, user_id, data)
+                     VALUES (?1, 'destination_verified', ?2, json_object('destination', ?3, 'via', 'xmpp subscription'))",
+                    rusqlite::params![now, user_id, id],
+                )
+            })
+            .await;
+        match r {
+            Ok(_) => {
+                let mut v = (*d).clone();
+                v.verified_at = Some(now);
+                self.destinations[i] = Arc::new(v);
+            }
+            Err(e) => tracing::error!(user_id, error = %e, "XMPP approval not stored"),
+        }
+    }
+
+    /// A receipt, displayed marker or bounce for an IM delivery, on its record.
+    async fn im_mark(
+        &mut self,
+        destination_id: String,
+        nid: String,
+        what: String,
+        cx: &Context<Self>,
+    ) {
+        let user_id = self.user_id;
+        let bounced = what.starts_with("bounced");
+        let r = cx
+            .env()
+            .store
+            .submit(
+                move |c| {
+                    let now = now_ms();
+                    let attempt = if bounced {
+                        serde_json::json!({"at": now, "ok": false, "error": what})
+                    } else {
+                        serde_json::json!({"at": now, "ok": true, "receipt": what})
+                    };
+                    c.execute(
+                        "UPDATE deliveries SET updated_at = ?4,
+                                status = CASE WHEN ?5 THEN 'dead' ELSE status END,
+                                attempts = json_insert(attempts, '$[#]', json(?6))
+                         WHERE notification_id = ?1 AND user_id = ?2 AND destination_id = ?3",
+                        rusqlite::params![nid, user_id, destination_id, now, bounced, attempt.to_string()],
+                    )?;
+                    if what == "displayed" {
+                        c.execute(
+                            "INSERT INTO events(time, kind, user_id, notification_id, data) VALUES (?1, 'read', ?2, ?3, json_object('via', 'xmpp'))",
+                            rusqlite::params![now, user_id, nid],
+                        )?;
+                    }
+                    Ok(())
+                },
+                |_| {},
+            )
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(user_id, error = %e, "IM receipt not recorded");
         }
     }
 
@@ -1322,7 +1508,7 @@ impl UserAvatar {
             created_at: now_ms(),
             config: Ok(new.config),
         };
-        let code = d.needs_verification().then(destinations::new_code);
+        let code = (d.needs_verification() && d.kind != "xmpp").then(destinations::new_code);
         let secrets = cx.env().secrets.clone();
         let (row, c2) = (d.clone(), code.clone());
         cx.env()
@@ -1331,7 +1517,12 @@ impl UserAvatar {
             .await?;
         let d = Arc::new(d);
         self.destinations.push(d.clone());
-        if let Some(code) = code {
+        if let Ok(DestinationConfig::Xmpp(x)) = &d.config {
+            // Consent is the user approving our presence subscription, not a code.
+            if let Some(agent) = cx.env().xmpp() {
+                agent.watch(&x.jid, self.user_id, &d.id).await;
+            }
+        } else if let Some(code) = code {
             self.queue_code(&d, &code, cx).await?;
         }
         Ok(d)
@@ -1397,6 +1588,9 @@ impl UserAvatar {
             .write(move |c| destinations::remove(c, &row))
             .await?;
         cx.env().outbox.forget(&d.id);
+        if let (Ok(DestinationConfig::Xmpp(x)), Some(agent)) = (&d.config, cx.env().xmpp()) {
+            agent.unwatch(&x.jid, &d.id).await;
+        }
         self.destinations.remove(i);
         Ok(d)
     }
@@ -1410,6 +1604,12 @@ impl UserAvatar {
         let (i, current) = self.destination(id)?;
         if !current.needs_verification() {
             return Ok(current);
+        }
+        if current.kind == "xmpp" {
+            let from = cx.env().xmpp().map(|a| a.our_jid()).unwrap_or_default();
+            return Err(Error::Invalid(format!(
+                "an XMPP destination is verified by approving the subscription request from {from} in your XMPP client (POST .../code sends it again)"
+            )));
         }
         let row = current.clone();
         let check = cx
@@ -1443,6 +1643,10 @@ impl UserAvatar {
             return Err(Error::Invalid(
                 "this destination is verified already".into(),
             ));
+        }
+        if let (Ok(DestinationConfig::Xmpp(x)), Some(agent)) = (&d.config, cx.env().xmpp()) {
+            agent.resubscribe(&x.jid).await;
+            return Ok(());
         }
         let code = destinations::new_code();
         let (row, c2) = (d.clone(), code.clone());

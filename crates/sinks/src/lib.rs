@@ -194,7 +194,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn failed(error: impl Into<String>) -> Outcome {
+    pub fn failed(error: impl Into<String>) -> Outcome {
         Outcome::Failed {
             status: None,
             error: error.into(),

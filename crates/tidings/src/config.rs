@@ -72,6 +72,7 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub delivery: DeliveryConfig,
     pub relay: RelayConfig,
+    pub xmpp: XmppConfig,
 }
 
 /// Log line format of the server.
@@ -343,6 +344,51 @@ impl Default for RelayConfig {
     }
 }
 
+/// `[xmpp]`: tidings' XMPP connection, for IM delivery, presence and IM commands (off
+/// while `mode` is empty).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct XmppConfig {
+    /// `component` (XEP-0114: the server must declare the component), `client` (an
+    /// ordinary account), or empty: no XMPP.
+    pub mode: String,
+    /// Server to connect to; component mode: required; client mode: empty means the JID's
+    /// domain.
+    pub host: String,
+    /// 0: 5347 for a component, 5222 for a client.
+    pub port: u16,
+    /// Component mode: the component's domain (e.g. `tidings.example.org`).
+    pub domain: String,
+    /// Component mode: the shared secret from the server's component declaration.
+    pub secret: String,
+    /// Client mode: the bot account's JID.
+    pub jid: String,
+    /// Client mode: its password.
+    pub password: String,
+    /// Client mode: `required` (STARTTLS or no connection) or `optional` (a server on
+    /// loopback without TLS; testing only).
+    pub tls: String,
+    /// Longest wait between reconnect attempts.
+    #[serde(with = "crate::duration::serde")]
+    pub reconnect_max: Duration,
+}
+
+impl Default for XmppConfig {
+    fn default() -> Self {
+        Self {
+            mode: String::new(),
+            host: String::new(),
+            port: 0,
+            domain: String::new(),
+            secret: String::new(),
+            jid: String::new(),
+            password: String::new(),
+            tls: "required".into(),
+            reconnect_max: Duration::from_secs(60),
+        }
+    }
+}
+
 /// `[shutdown]`: what SIGTERM/SIGINT do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -369,6 +415,7 @@ impl Default for Config {
             smtp: SmtpConfig::default(),
             delivery: DeliveryConfig::default(),
             relay: RelayConfig::default(),
+            xmpp: XmppConfig::default(),
         }
     }
 }
@@ -801,6 +848,40 @@ impl Config {
                 ));
             }
         }
+
+        let x = &self.xmpp;
+        match x.mode.as_str() {
+            "" => {}
+            "component" => {
+                if x.host.is_empty() || x.domain.is_empty() || x.secret.is_empty() {
+                    return Err(invalid(
+                        "xmpp.mode",
+                        &x.mode,
+                        "component mode needs xmpp.host, xmpp.domain and xmpp.secret",
+                    ));
+                }
+            }
+            "client" => {
+                if x.jid.is_empty() || x.password.is_empty() {
+                    return Err(invalid(
+                        "xmpp.mode",
+                        &x.mode,
+                        "client mode needs xmpp.jid and xmpp.password",
+                    ));
+                }
+            }
+            _ => {
+                return Err(invalid(
+                    "xmpp.mode",
+                    &x.mode,
+                    "must be component, client, or empty (no XMPP)",
+                ));
+            }
+        }
+        if !matches!(x.tls.as_str(), "required" | "optional") {
+            return Err(invalid("xmpp.tls", &x.tls, "must be required or optional"));
+        }
+        positive("xmpp.reconnect_max", x.reconnect_max)?;
 
         let queue = &self.queue;
         range("queue.max_attempts", queue.max_attempts, 1, 1000)?;

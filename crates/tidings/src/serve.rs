@@ -118,6 +118,19 @@ pub async fn run(
     )
     .context("cannot set up the fetcher for feeds and pages")?;
 
+    if let Some(xcfg) = xmpp_config(&cfg)? {
+        let (agent, inbound) = tidings_routing::xmpp::XmppAgent::start(
+            xcfg,
+            &store,
+            &services.secrets,
+            stop_rx.clone(),
+        )
+        .await
+        .context("cannot load the XMPP contacts")?;
+        tracing::info!(jid = %agent.our_jid(), "XMPP connection starting");
+        services.attach_xmpp(agent, inbound);
+    }
+
     let dispatcher = tokio::spawn(queue.clone().run_dispatcher(
         tidings_routing::ingest::handler(services.clone()),
         DispatcherConfig {
@@ -240,6 +253,37 @@ fn fetch_config(cfg: &Config) -> anyhow::Result<FetchConfig> {
         per_host_concurrency: cfg.sources.per_host_concurrency,
         ..FetchConfig::default()
     })
+}
+
+/// The XMPP connection's settings, when one is configured.
+fn xmpp_config(cfg: &Config) -> anyhow::Result<Option<tidings_xmpp::XmppConfig>> {
+    use tidings_xmpp::{BareJid, ClientTls, Jid, Mode};
+    let x = &cfg.xmpp;
+    let mode = match x.mode.as_str() {
+        "" => return Ok(None),
+        "component" => Mode::Component {
+            host: x.host.clone(),
+            port: if x.port == 0 { 5347 } else { x.port },
+            domain: BareJid::parse(&x.domain)
+                .map_err(|e| anyhow::anyhow!("xmpp.domain {:?}: {e}", x.domain))?,
+            secret: x.secret.clone(),
+        },
+        _ => Mode::Client {
+            jid: Jid::parse(&x.jid).map_err(|e| anyhow::anyhow!("xmpp.jid {:?}: {e}", x.jid))?,
+            password: x.password.clone(),
+            host: (!x.host.is_empty()).then(|| x.host.clone()),
+            port: (x.port != 0).then_some(x.port),
+            tls: if x.tls == "optional" {
+                ClientTls::Optional
+            } else {
+                ClientTls::Required
+            },
+            extra_root_certs: Vec::new(),
+        },
+    };
+    let mut c = tidings_xmpp::XmppConfig::new(mode);
+    c.reconnect_max = x.reconnect_max;
+    Ok(Some(c))
 }
 
 /// The wire side of destinations: their own address rules and timeouts, and the relay.
