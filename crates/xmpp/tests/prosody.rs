@@ -303,6 +303,12 @@ async fn component_against_prosody() {
             |e| matches!(e, Inbound::SubscriptionApproved { jid } if *jid == tidings),
         )
         .await;
+    phone
+        .expect("tidings' presence", |e| {
+            matches!(e, Inbound::Presence { jid, resource: None, show: Show::Available, .. }
+                if *jid == tidings)
+        })
+        .await;
 
     // Presence changes, per resource.
     phone
@@ -416,10 +422,14 @@ async fn component_against_prosody() {
         prosody.log_tail()
     );
 
+    // Shut down, tidings says goodbye: alice sees it go.
     bot.stop();
+    phone
+        .expect("tidings' goodbye", |e| {
+            matches!(e, Inbound::Presence { jid, show: Show::Unavailable, .. } if *jid == tidings)
+        })
+        .await;
     phone.stop();
-    // tidings says goodbye: alice sees it unavailable.
-    drop(prosody);
 }
 
 /// Client mode over STARTTLS: the bot is an ordinary account, subscribes to alice through
