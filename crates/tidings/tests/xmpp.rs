@@ -218,12 +218,21 @@ async fn record(url: &str, token: &str, id: &str, status: &str) -> Value {
 }
 
 fn start_server(p: &Prosody) -> Server {
+    start_server_as(p, "component")
+}
+
+/// tidings as a component, or (`client`) logged in as the ordinary account `bot`.
+fn start_server_as(p: &Prosody, mode: &str) -> Server {
+    let port = if mode == "client" { p.c2s } else { p.component };
     Server::start_with(&[
-        ("TIDINGS_XMPP_MODE", "component"),
+        ("TIDINGS_XMPP_MODE", mode),
         ("TIDINGS_XMPP_HOST", "127.0.0.1"),
-        ("TIDINGS_XMPP_PORT", &p.component.to_string()),
+        ("TIDINGS_XMPP_PORT", &port.to_string()),
         ("TIDINGS_XMPP_DOMAIN", COMPONENT),
         ("TIDINGS_XMPP_SECRET", SECRET),
+        ("TIDINGS_XMPP_JID", "bot@localhost/tidings"),
+        ("TIDINGS_XMPP_PASSWORD", "bot-pw"),
+        ("TIDINGS_XMPP_TLS", "optional"),
         ("TIDINGS_XMPP_RECONNECT_MAX", "500ms"),
         ("TIDINGS_DELIVERY_ALLOW_PRIVATE_NETWORKS", "true"),
         ("TIDINGS_DELIVERY_RETRY_BASE", "200ms"),
@@ -441,13 +450,33 @@ async fn an_im_ack_stops_escalation_and_a_prosody_restart_loses_nothing() {
     .await;
     assert_eq!(pager["kind"], "webhook");
 
-    // A reply over IM goes to the item's source (a topic without Reply-To-Url: a note).
+    // A reply over IM goes to the item's source: here the publisher's Reply-To-Url.
+    let r = client()
+        .post(format!("{}/alerts", s.url))
+        .bearer_auth(&token)
+        .header("Title", "Deploy 7 waiting")
+        .header("Reply-To-Url", format!("http://{hook}/hook"))
+        .body("approve?")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    alice.message("the deploy notification").await;
     assert!(
         alice
-            .ask("reply 1 on it")
+            .ask("reply 1 ship it")
             .await
-            .starts_with("Reply sent for: Backup failed")
+            .starts_with("Reply sent for: Deploy 7 waiting")
     );
+    eventually(20, || async {
+        hook_rx
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|b| b.contains("\"text\":\"ship it\"") && b.contains("\"type\":\"reply\""))
+            .then_some(())
+    })
+    .await;
 
     // Prosody goes away and comes back: what was published meanwhile waits (tidings cannot
     // see alice) and arrives after both reconnect; nothing is lost or doubled.
@@ -479,4 +508,52 @@ async fn an_im_ack_stops_escalation_and_a_prosody_restart_loses_nothing() {
         !hooks.iter().any(|b| b.contains("Backup failed")),
         "{hooks:?}"
     );
+}
+
+#[tokio::test]
+async fn client_mode_does_the_same_over_an_ordinary_account() {
+    let p = Prosody::start();
+    Prosody::script(&["adduser", &p.path(), "bot", "bot-pw"]);
+    let s = start_server_as(&p, "client");
+    let mut alice = Alice::connect(&p);
+    alice
+        .expect("alice's session", |ev| {
+            matches!(ev, Inbound::Connected).then_some(())
+        })
+        .await;
+    let token = s.user("alice").await;
+    let (st, _) = post(
+        &format!("{}/api/v1/subscriptions", s.url),
+        &token,
+        json!({"source": {"kind": "topic", "topic": "alerts"}}),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let (st, d) = post(
+        &format!("{}/api/v1/destinations", s.url),
+        &token,
+        json!({"name": "im", "url": "xmpp://alice@localhost"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{d}");
+    let id = d["id"].as_str().unwrap().to_owned();
+    eventually(30, || async {
+        let (_, v) = get_json(&format!("{}/api/v1/destinations/{id}", s.url), &token).await;
+        (v["verified"] == true).then_some(())
+    })
+    .await;
+    let n = publish_titled(&s.url, &token, "From the bot", "default").await;
+    let (body, mid) = alice
+        .expect("the bot's message", |ev| match ev {
+            Inbound::Message { from, body, id, .. }
+                if from.bare().to_string() == "bot@localhost" =>
+            {
+                Some((body.clone(), id.clone()))
+            }
+            _ => None,
+        })
+        .await;
+    assert!(body.contains("From the bot"), "{body}");
+    assert_eq!(mid.as_deref(), Some(n.as_str()));
+    record(&s.url, &token, &n, "delivered").await;
 }
