@@ -312,6 +312,9 @@ async fn im_goes_out_while_available_waits_while_away_and_answers_commands() {
             .then_some(())
     })
     .await;
+    let (_, me) = get_json(&format!("{}/api/v1/account", s.url), &token).await;
+    assert_eq!(me["presence"]["xmpp"]["alice@localhost"], "away", "{me}");
+    assert_eq!(me["presence"]["overall"], "away", "{me}");
     let second = publish_titled(&s.url, &token, "CPU hot", "default").await;
     let held = record(&s.url, &token, &second, "held").await;
     assert!(

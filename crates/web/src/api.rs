@@ -25,13 +25,41 @@ use crate::auth::Authed;
 use crate::error::{ApiError, ApiResult};
 use crate::publish::claim_topic;
 
-/// `GET /api/v1/account`: who am I.
-pub async fn account(State(state): State<AppState>, auth: Authed) -> Json<Value> {
-    let open = state.services().live.open_streams(auth.user.id);
-    Json(json!({
+/// `GET /api/v1/account`: who am I, and where I am reachable now: the live web stream,
+/// each XMPP address (its most available resource), and overall (the most available of all).
+pub async fn account(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<Value>> {
+    let services = state.services();
+    let open = services.live.open_streams(auth.user.id);
+    let mut xmpp = serde_json::Map::new();
+    // Most available first, as XMPP orders shows; the web counts as available.
+    let mut best = if open > 0 { 1 } else { 5 };
+    if let Some(agent) = services.xmpp() {
+        let all = services
+            .users()
+            .ask(
+                &user_avatar(auth.user.id),
+                |reply| UserMsg::ListDestinations { reply },
+                state.cfg().ask_timeout,
+            )
+            .await?;
+        for d in all.iter() {
+            if let Ok(tidings_sinks::DestinationConfig::Xmpp(x)) = &d.config {
+                let show = agent.show(&x.jid);
+                best = best.min(show as usize);
+                xmpp.insert(x.jid.clone(), json!(format!("{show:?}").to_lowercase()));
+            }
+        }
+    }
+    let overall = ["chat", "available", "away", "xa", "dnd", "offline"][best];
+    Ok(Json(json!({
         "user": auth.user,
-        "presence": {"web": if open > 0 { "online" } else { "offline" }, "open_streams": open},
-    }))
+        "presence": {
+            "web": if open > 0 { "online" } else { "offline" },
+            "open_streams": open,
+            "xmpp": xmpp,
+            "overall": overall,
+        },
+    })))
 }
 
 /// Parses a time parameter: unix seconds, or a duration back from now (`10m`, `2h`, `1d`).
