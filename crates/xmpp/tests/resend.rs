@@ -187,3 +187,64 @@ async fn scenario() {
     }
     assert!(refused, "send after shutdown is refused");
 }
+
+/// A receiver that does not keep up pauses reading from the server: nothing is lost, and
+/// the unread answer to a ping does not count as a dead server.
+#[tokio::test]
+async fn a_slow_receiver_loses_nothing_and_keeps_the_connection() {
+    timeout(Duration::from_secs(60), slow_receiver())
+        .await
+        .expect("the scenario finishes within a minute");
+}
+
+async fn slow_receiver() {
+    const N: usize = 600;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut cfg = XmppConfig::new(Mode::Component {
+        host: "127.0.0.1".into(),
+        port,
+        domain: BareJid::parse(DOMAIN).unwrap(),
+        secret: SECRET.into(),
+    });
+    cfg.inbound_queue = 4;
+    cfg.keepalive = Duration::from_millis(50);
+    cfg.ping_timeout = Duration::from_millis(100);
+    let (_stop, stop_rx) = watch::channel(false);
+    let (_handle, mut events) = start(cfg, vec![], stop_rx);
+
+    let server = tokio::spawn(async move {
+        let mut c = FakeConn::accept(&listener).await;
+        let mut burst = String::new();
+        for i in 0..N {
+            burst.push_str(&format!(
+                "<presence from='alice@localhost/r{i}' to='tidings.localhost'/>"
+            ));
+        }
+        c.write(&burst).await;
+        // Then a well-behaved server: every ping answered.
+        loop {
+            let Frame::Element(el) = c.next().await else {
+                return;
+            };
+            if el.name == "iq" {
+                c.answer(&el).await;
+            }
+        }
+    });
+
+    // Not reading for a while: the queue fills, reading stops, pings go unread.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut next = 0;
+    while next < N {
+        match events.recv().await.unwrap() {
+            Inbound::Connected => {}
+            Inbound::Presence { resource, .. } => {
+                assert_eq!(resource, Some(format!("r{next}")));
+                next += 1;
+            }
+            other => panic!("unexpected {other:?} after {next} presences"),
+        }
+    }
+    server.abort();
+}
