@@ -51,7 +51,7 @@
 //! secret }`. The component connection is plain TCP (XEP-0114 has no TLS): keep it on
 //! loopback or a private network. Client mode needs an ordinary account; TLS (STARTTLS) is
 //! required unless [`ClientTls::Optional`] is chosen, and the server's certificate must be
-//! valid for the JID's domain (Mozilla's roots, plus [`Mode::Client::extra_root_certs`]).
+//! valid for the JID's domain (Mozilla's roots, plus the `extra_root_certs` of [`Mode::Client`]).
 
 pub mod commands;
 mod conn;
