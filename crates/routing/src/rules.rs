@@ -30,8 +30,6 @@ use crate::{Error, Result};
 /// Most rules a user may have, and steps per rule.
 pub const MAX_RULES: usize = 50;
 pub const MAX_STEPS: usize = 10;
-/// Longest escalation delay.
-pub const MAX_AFTER: Duration = Duration::from_secs(7 * 86400);
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,32 +75,11 @@ pub struct Step {
 
 impl Step {
     fn delay(&self) -> Result<Option<Duration>> {
-        let Some(a) = &self.after else {
-            return Ok(None);
-        };
-        let s = a.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (n, unit) = s.split_at(split);
-        let n: u64 = n.parse().map_err(|_| bad_after(s))?;
-        let secs = match unit {
-            "s" => n,
-            "m" => n * 60,
-            "h" => n * 3600,
-            "d" => n * 86400,
-            _ => return Err(bad_after(s)),
-        };
-        let d = Duration::from_secs(secs);
-        if d.is_zero() || d > MAX_AFTER {
-            return Err(Error::Invalid(format!("after {s:?}: between 1s and 7d")));
-        }
-        Ok(Some(d))
+        self.after
+            .as_deref()
+            .map(|a| crate::schedule::parse_span("after", a))
+            .transpose()
     }
-}
-
-fn bad_after(s: &str) -> Error {
-    Error::Invalid(format!(
-        "after {s:?}: use a number and s, m, h or d, like 10m"
-    ))
 }
 
 impl Match {

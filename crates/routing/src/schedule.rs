@@ -153,22 +153,62 @@ impl UserSettings {
     }
 }
 
-/// Reads a user's settings (defaults when none were saved).
-pub fn load_settings(
-    c: &tidings_store::rusqlite::Connection,
-    user_id: i64,
-) -> tidings_store::rusqlite::Result<UserSettings> {
-    use tidings_store::rusqlite::OptionalExtension as _;
-    let raw: Option<String> = c
-        .query_row(
-            "SELECT settings FROM user_settings WHERE user_id = ?1",
-            [user_id],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(raw
-        .and_then(|r| serde_json::from_str(&r).ok())
-        .unwrap_or_default())
+/// A per-user JSON document the user avatar owns (settings, rules): its table and column.
+#[derive(Debug, Clone, Copy)]
+pub enum UserDoc {
+    Settings,
+    Rules,
+}
+
+impl UserDoc {
+    fn table(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            UserDoc::Settings => ("user_settings", "settings", "settings_changed"),
+            UserDoc::Rules => ("user_rules", "rules", "rules_changed"),
+        }
+    }
+
+    /// Reads the document (its default when none was saved, or it no longer parses).
+    pub fn load<T: serde::de::DeserializeOwned + Default>(
+        self,
+        c: &tidings_store::rusqlite::Connection,
+        user_id: i64,
+    ) -> tidings_store::rusqlite::Result<T> {
+        use tidings_store::rusqlite::OptionalExtension as _;
+        let (table, column, _) = self.table();
+        let raw: Option<String> = c
+            .query_row(
+                &format!("SELECT {column} FROM {table} WHERE user_id = ?1"),
+                [user_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(raw
+            .and_then(|r| serde_json::from_str(&r).ok())
+            .unwrap_or_default())
+    }
+
+    /// Writes the document (JSON) and its change event.
+    pub fn save(
+        self,
+        c: &tidings_store::rusqlite::Connection,
+        user_id: i64,
+        json: &str,
+    ) -> tidings_store::rusqlite::Result<()> {
+        let (table, column, event) = self.table();
+        c.execute(
+            &format!(
+                "INSERT INTO {table}(user_id, {column}) VALUES (?1, ?2)
+                 ON CONFLICT(user_id) DO UPDATE SET {column} = excluded.{column}"
+            ),
+            tidings_store::rusqlite::params![user_id, json],
+        )?;
+        c.execute(
+            "INSERT INTO events(time, kind, user_id) VALUES (?1, ?2, ?3)",
+            tidings_store::rusqlite::params![tidings_store::now_ms(), event, user_id],
+        )?;
+        Ok(())
+    }
 }
 
 /// Where an item waits instead of going out now.
@@ -268,28 +308,37 @@ pub struct DigestOptions {
 
 impl DigestOptions {
     pub fn window(&self) -> Result<Duration> {
-        let s = self.every.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (n, unit) = s.split_at(split);
-        let n: u64 = n.parse().map_err(|_| bad_window(s))?;
-        let secs = match unit {
-            "s" => n,
-            "m" => n * 60,
-            "h" => n * 3600,
-            "d" => n * 86400,
-            _ => return Err(bad_window(s)),
-        };
-        if secs == 0 || secs > 7 * 86400 {
-            return Err(Error::Invalid("digest.every is between 1s and 7d".into()));
-        }
-        Ok(Duration::from_secs(secs))
+        parse_span("digest.every", &self.every)
     }
 }
 
-fn bad_window(s: &str) -> Error {
-    Error::Invalid(format!(
-        "digest.every {s:?}: use a number and s, m, h or d, like 1h"
-    ))
+/// Longest window or delay in delivery policy: a week.
+pub const MAX_SPAN: Duration = Duration::from_secs(7 * 86400);
+
+/// A window or delay as users write it: a number and `s`, `m`, `h` or `d` (`30s`, `10m`,
+/// `2h`, `1d`), between 1 s and [`MAX_SPAN`]. `field` names it in the error.
+pub fn parse_span(field: &str, s: &str) -> Result<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let bad = || {
+        Error::Invalid(format!(
+            "{field} {s:?}: use a number and s, m, h or d, like 10m"
+        ))
+    };
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86400),
+        _ => return Err(bad()),
+    };
+    let d = Duration::from_secs(secs);
+    if d.is_zero() || d > MAX_SPAN {
+        return Err(Error::Invalid(format!("{field} {s:?}: between 1s and 7d")));
+    }
+    Ok(d)
 }
 
 /// Most items listed in one digest; the rest are counted.

@@ -20,7 +20,7 @@ use crate::agents::Delivery;
 use crate::agents::outbox::{self, Purpose};
 use crate::destinations::{self, CodeCheck, Destination, DestinationOptions, Target};
 use crate::rules::Rules;
-use crate::schedule::{self, UserSettings, Wait};
+use crate::schedule::{self, UserDoc, UserSettings, Wait};
 use crate::services::Services;
 use crate::source::SourceMsg;
 use crate::{Error, Result};
@@ -376,8 +376,8 @@ impl Avatar for UserAvatar {
             .read(move |c| {
                 Ok((
                     destinations::load_for_user(c, &secrets, user_id)?,
-                    schedule::load_settings(c, user_id)?,
-                    load_rules(c, user_id)?,
+                    UserDoc::Settings.load(c, user_id)?,
+                    UserDoc::Rules.load(c, user_id)?,
                 ))
             })
             .await?;
@@ -1058,17 +1058,7 @@ impl UserAvatar {
         );
         cx.env()
             .store
-            .write(move |c| {
-                c.execute(
-                    "INSERT INTO user_settings(user_id, settings) VALUES (?1, ?2)
-                     ON CONFLICT(user_id) DO UPDATE SET settings = excluded.settings",
-                    rusqlite::params![user_id, row],
-                )?;
-                c.execute(
-                    "INSERT INTO events(time, kind, user_id) VALUES (?1, 'settings_changed', ?2)",
-                    rusqlite::params![now_ms(), user_id],
-                )
-            })
+            .write(move |c| UserDoc::Settings.save(c, user_id, &row))
             .await?;
         self.settings = settings;
         // Whatever quiet hours held is due now if the new settings say it is not quiet.
@@ -1356,17 +1346,7 @@ impl UserAvatar {
         let json = serde_json::to_string(&rules).map_err(|e| Error::Invalid(e.to_string()))?;
         cx.env()
             .store
-            .write(move |c| {
-                c.execute(
-                    "INSERT INTO user_rules(user_id, rules) VALUES (?1, ?2)
-                     ON CONFLICT(user_id) DO UPDATE SET rules = excluded.rules",
-                    rusqlite::params![user_id, json],
-                )?;
-                c.execute(
-                    "INSERT INTO events(time, kind, user_id) VALUES (?1, 'rules_changed', ?2)",
-                    rusqlite::params![now_ms(), user_id],
-                )
-            })
+            .write(move |c| UserDoc::Rules.save(c, user_id, &json))
             .await?;
         self.rules = rules;
         Ok(self.rules.clone())
@@ -1960,20 +1940,6 @@ impl UserAvatar {
             tracing::warn!(user_id, error = %e, "presence event not recorded");
         }
     }
-}
-
-/// Reads a user's rules (none when never saved).
-fn load_rules(c: &rusqlite::Connection, user_id: i64) -> rusqlite::Result<Rules> {
-    let raw: Option<String> = c
-        .query_row(
-            "SELECT rules FROM user_rules WHERE user_id = ?1",
-            [user_id],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(raw
-        .and_then(|r| serde_json::from_str(&r).ok())
-        .unwrap_or_default())
 }
 
 /// Deletes rows of `table` by `seq`.

@@ -16,6 +16,7 @@ use tidings_store::{now_ms, rusqlite};
 
 use super::SourceAvatar;
 use super::mail::{MailOrigin, store_origin};
+use crate::services::Services;
 use crate::user::UserMsg;
 
 impl SourceAvatar {
@@ -171,46 +172,14 @@ impl SourceAvatar {
         let source_id = self.source_id.clone();
         tokio::spawn(async move {
             let outcome = services.outbox.sinks().send_mail(&mail).await;
-            let (kind, detail) = match &outcome {
-                Outcome::Delivered { .. } => ("reply_relayed", String::new()),
-                Outcome::Retry { error, .. } => {
-                    ack.nack(format!("relaying the reply: {error}"));
-                    return;
-                }
-                Outcome::Failed { error, .. } => ("reply_failed", error.clone()),
+            let relay = Relayed {
+                user_id,
+                notification_id,
+                source_id,
+                to: mail.to.clone(),
+                what: format!("Your reply to {}", mail.to),
             };
-            let (nid, src, to, why) = (
-                notification_id.clone(),
-                source_id.clone(),
-                mail.to.clone(),
-                detail.clone(),
-            );
-            let r = services
-                .store
-                .write(move |c| {
-                    c.execute(
-                        "INSERT INTO events(time, kind, user_id, source_id, notification_id, data)
-                         VALUES (?1, ?2, ?3, ?4, ?5, json_object('to', ?6, 'error', ?7))",
-                        rusqlite::params![now_ms(), kind, user_id, src, nid, to, why],
-                    )
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "reply event not recorded");
-            }
-            if kind == "reply_failed" {
-                let msg = UserMsg::Notice {
-                    title: "Your reply was not sent".into(),
-                    message: format!(
-                        "Your reply to {} could not be relayed: {detail}. It was recorded as an acknowledgement.",
-                        mail.to
-                    ),
-                };
-                let _ = users
-                    .tell(&tidings_core::ids::user_avatar(user_id), msg)
-                    .await;
-            }
-            ack.ack();
+            relay.settle(&services, &users, outcome, ack).await;
         });
     }
 }
@@ -283,41 +252,80 @@ impl SourceAvatar {
                 .sinks()
                 .post_signed_json(&url, &key, &id, &body)
                 .await;
-            let (kind, detail) = match &outcome {
-                Outcome::Delivered { .. } => ("reply_relayed", String::new()),
-                Outcome::Retry { error, .. } => {
-                    ack.nack(format!("calling the reply URL: {error}"));
-                    return;
-                }
-                Outcome::Failed { error, .. } => ("reply_failed", error.clone()),
+            let relay = Relayed {
+                user_id,
+                notification_id,
+                source_id,
+                to: "reply_url".into(),
+                what: format!("Your reply to the publisher of {topic}"),
             };
-            let (nid, src, why) = (notification_id.clone(), source_id, detail.clone());
-            let r = services
-                .store
-                .write(move |c| {
-                    c.execute(
-                        "INSERT INTO events(time, kind, user_id, source_id, notification_id, data)
-                         VALUES (?1, ?2, ?3, ?4, ?5, json_object('to', 'reply_url', 'error', ?6))",
-                        rusqlite::params![now_ms(), kind, user_id, src, nid, why],
-                    )
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "reply event not recorded");
-            }
-            if kind == "reply_failed" {
-                let msg = UserMsg::Notice {
-                    title: "Your reply was not sent".into(),
-                    message: format!(
-                        "The publisher's reply URL refused your reply to {topic}: {detail}. It was recorded as an acknowledgement."
-                    ),
-                };
-                let _ = users
-                    .tell(&tidings_core::ids::user_avatar(user_id), msg)
-                    .await;
-            }
-            ack.ack();
+            relay.settle(&services, &users, outcome, ack).await;
         });
+    }
+}
+
+/// A reply handed to a reply path (a relay, a callback), and what to do with its outcome.
+struct Relayed {
+    user_id: i64,
+    notification_id: String,
+    source_id: String,
+    /// Where it went, for the event (an address, `reply_url`).
+    to: String,
+    /// The start of the note to the user if it fails ("Your reply to bob@example.org").
+    what: String,
+}
+
+impl Relayed {
+    /// Retry: nack (the ingest queue brings the reply back later). Delivered or failed for
+    /// good: an event, a note in the user's history when it failed, and the ack.
+    async fn settle(
+        self,
+        services: &Services,
+        users: &tidings_bus::avatars::Runtime<crate::user::UserAvatar>,
+        outcome: Outcome,
+        ack: Ack,
+    ) {
+        let (kind, detail) = match outcome {
+            Outcome::Delivered { .. } => ("reply_relayed", String::new()),
+            Outcome::Retry { error, .. } => {
+                ack.nack(format!("passing the reply on: {error}"));
+                return;
+            }
+            Outcome::Failed { error, .. } => ("reply_failed", error),
+        };
+        let Relayed {
+            user_id,
+            notification_id,
+            source_id,
+            to,
+            what,
+        } = self;
+        let why = detail.clone();
+        let r = services
+            .store
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO events(time, kind, user_id, source_id, notification_id, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5, json_object('to', ?6, 'error', ?7))",
+                    rusqlite::params![now_ms(), kind, user_id, source_id, notification_id, to, why],
+                )
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "reply event not recorded");
+        }
+        if kind == "reply_failed" {
+            let msg = UserMsg::Notice {
+                title: "Your reply was not sent".into(),
+                message: format!(
+                    "{what} could not be passed on: {detail}. It was recorded as an acknowledgement."
+                ),
+            };
+            let _ = users
+                .tell(&tidings_core::ids::user_avatar(user_id), msg)
+                .await;
+        }
+        ack.ack();
     }
 }
 
