@@ -75,10 +75,10 @@ pub struct Args {
 }
 
 #[derive(Debug, Clone)]
-struct User {
-    name: String,
-    id: i64,
-    token: Arc<str>,
+pub(crate) struct User {
+    pub name: String,
+    pub id: i64,
+    pub token: Arc<str>,
 }
 
 /// One API call with up to 3 attempts on transport errors, 429 and 5xx; returns the JSON
@@ -133,7 +133,7 @@ pub(crate) async fn call(
 
 /// Runs `f(0..n)` with `conc` in flight, in order of index, failing on the first error or
 /// at `deadline`.
-async fn phase<T, F, Fut>(
+pub(crate) async fn phase<T, F, Fut>(
     name: &str,
     n: usize,
     conc: usize,
@@ -185,7 +185,7 @@ where
     Ok((out, elapsed))
 }
 
-async fn create_user(
+pub(crate) async fn create_user(
     client: &reqwest::Client,
     base: &reqwest::Url,
     admin: &str,

@@ -24,18 +24,28 @@
 //!   stream and push → history.
 //! - `smtp`: pipelining SMTP clients send 10 KiB mails to one user; reports 250s (durable
 //!   acceptances) per second and how fast the accepted mail reaches the history.
+//! - `deliveries`: users with webhook destinations (1,000 by default) pointing at the
+//!   tool's own receiver; N publishes, and deliveries per second until the receiver has
+//!   every (destination, notification) pair, checked by `Idempotency-Key`; the server's
+//!   CPU per 1,000 deliveries.
+//! - `dead-destination`: one user with a dead destination (hanging or refusing) and a
+//!   healthy one; queues 100,000 items and samples the server's RSS before, during and
+//!   after, while the dead one keeps failing; checks the healthy one got every item.
 //!
 //! Every scenario prints a human-readable summary followed by exactly one line of JSON (an
 //! object with a `scenario` key, last on stdout) so scripts can collect results (see
 //! `scripts/bench`). Progress goes to stderr.
 //! All loops are bounded by count and time. The tool refuses non-loopback URLs and binds
-//! its own servers (feeds, hub) to 127.0.0.1 only.
+//! its own servers (feeds, hub, webhook receiver) to 127.0.0.1 only.
 
+mod dead;
+mod deliveries;
 mod fanout;
 mod feeds;
 mod latency;
 mod parse;
 mod publish;
+mod receiver;
 mod smtp;
 mod sse;
 mod stats;
@@ -74,6 +84,10 @@ enum Command {
     Websub(websub::Args),
     /// Messages accepted per second by the SMTP listener, pipelining clients.
     Smtp(smtp::Args),
+    /// Webhook deliveries per second across many destinations (a local receiver).
+    Deliveries(deliveries::Args),
+    /// Server memory while a dead destination has a large backlog; a healthy one beside it.
+    DeadDestination(dead::Args),
 }
 
 fn main() -> Result<()> {
@@ -91,6 +105,8 @@ fn main() -> Result<()> {
             Command::Feeds(a) => feeds::run(a).await,
             Command::Websub(a) => websub::run(a).await,
             Command::Smtp(a) => smtp::run(a).await,
+            Command::Deliveries(a) => deliveries::run(a).await,
+            Command::DeadDestination(a) => dead::run(a).await,
         }
     })?;
     let mut json = json;

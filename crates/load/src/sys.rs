@@ -26,10 +26,40 @@ pub fn process_cpu_seconds(pid: u32) -> Result<f64> {
             .and_then(|v| v.parse::<f64>().ok())
             .ok_or_else(|| anyhow!("unexpected /proc/{pid}/stat: {stat}"))
     };
+    Ok((tick(11)? + tick(12)?) / clk_tck())
+}
+
+/// CPU seconds of each of `pid`'s threads so far, summed by thread name (`comm`, at most
+/// 15 characters: tokio's workers are all `tokio-runtime-w`), from
+/// `/proc/<pid>/task/*/stat`. Threads that ended are not counted.
+pub fn thread_cpu_seconds(pid: u32) -> Result<std::collections::BTreeMap<String, f64>> {
+    let mut out = std::collections::BTreeMap::new();
+    let dir = format!("/proc/{pid}/task");
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        let Ok(entry) = entry else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_owned();
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let tick = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        *out.entry(name).or_insert(0.0) += (tick(11) + tick(12)) / clk_tck();
+    }
+    Ok(out)
+}
+
+fn clk_tck() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let hz = if hz > 0 { hz as f64 } else { 100.0 };
-    Ok((tick(11)? + tick(12)?) / hz)
+    if hz > 0 { hz as f64 } else { 100.0 }
 }
 
 /// The server's pid from `<data dir>/server.json`.
@@ -148,6 +178,12 @@ mod tests {
         }
         let b = process_cpu_seconds(pid).unwrap();
         assert!(b >= a, "{a} then {b}");
+        let threads = thread_cpu_seconds(pid).unwrap();
+        assert!(!threads.is_empty());
+        assert!(
+            threads.values().sum::<f64>() <= b + 0.05,
+            "{threads:?} vs {b}"
+        );
     }
 
     #[test]
