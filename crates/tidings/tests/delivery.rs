@@ -1131,3 +1131,40 @@ async fn a_reply_goes_to_the_publishers_reply_url_signed_with_the_topic_key() {
     assert_eq!(r.status(), 400);
     assert_eq!(rx.delivered("/ok/callback").len(), 1);
 }
+
+#[tokio::test]
+async fn items_published_one_by_one_are_each_sent_once() {
+    // Each publish wakes the destination's worker anew; a worker must not re-send rows whose
+    // delete has not committed yet.
+    let (rx, addr) = Receiver::start().await;
+    let s = start_delivering(&[]);
+    let alice = s.user("alice").await;
+    subscribe_topic(&s.url, &alice, "alerts").await;
+    add_destination(
+        &s.url,
+        &alice,
+        json!({"name": "hook", "url": format!("json://{addr}/ok/once")}),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..150 {
+        ids.push(publish_id(&s.url, &alice, "alerts", &format!("item {i}")).await);
+        if i % 3 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    eventually(30, || async {
+        (rx.delivered("/ok/once").len() >= ids.len()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let hits = rx.delivered("/ok/once");
+    let mut keys: Vec<&str> = hits
+        .iter()
+        .map(|h| h.headers["idempotency-key"].as_str())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), ids.len());
+    assert_eq!(hits.len(), ids.len(), "some items were sent twice");
+}

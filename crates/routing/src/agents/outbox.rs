@@ -120,6 +120,10 @@ struct DestState {
     rewake: bool,
     /// Removed by its user: the worker stops before its next attempt.
     removed: bool,
+    /// The last row sent (delivered or dead) since this process started. A worker starts
+    /// after it: the row's delete may not have committed yet, and reading from the start
+    /// would send it again.
+    done_seq: i64,
     health: Health,
     cooldown: Duration,
 }
@@ -297,7 +301,10 @@ impl Outbox {
 
     async fn run_worker(self: Arc<Self>, id: String) {
         let mut stop = self.stop.subscribe();
-        let mut cursor = 0i64;
+        let mut cursor = {
+            let dests = self.dests.lock().unwrap_or_else(|p| p.into_inner());
+            dests.get(&id).map_or(0, |d| d.done_seq)
+        };
         loop {
             if *stop.borrow() {
                 return;
@@ -342,7 +349,7 @@ impl Outbox {
                 }
             };
             for row in batch {
-                cursor = row.seq;
+                let seq = row.seq;
                 if self.send_one(&dest, row, &mut stop).await.is_err() {
                     if self.is_removed(&id) {
                         let mut dests = self.dests.lock().unwrap_or_else(|p| p.into_inner());
@@ -350,6 +357,9 @@ impl Outbox {
                     }
                     return;
                 }
+                cursor = seq;
+                let mut dests = self.dests.lock().unwrap_or_else(|p| p.into_inner());
+                dests.entry(id.clone()).or_default().done_seq = seq;
             }
         }
     }
