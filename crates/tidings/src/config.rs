@@ -368,6 +368,9 @@ pub struct XmppConfig {
     /// Client mode: `required` (STARTTLS or no connection) or `optional` (a server on
     /// loopback without TLS; testing only).
     pub tls: String,
+    /// Client mode: a PEM file of CA certificates trusted besides Mozilla's (a server with
+    /// a private CA); empty: none.
+    pub ca_file: String,
     /// Longest wait between reconnect attempts.
     #[serde(with = "crate::duration::serde")]
     pub reconnect_max: Duration,
@@ -384,6 +387,7 @@ impl Default for XmppConfig {
             jid: String::new(),
             password: String::new(),
             tls: "required".into(),
+            ca_file: String::new(),
             reconnect_max: Duration::from_secs(60),
         }
     }

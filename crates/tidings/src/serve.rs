@@ -278,7 +278,12 @@ fn xmpp_config(cfg: &Config) -> anyhow::Result<Option<tidings_xmpp::XmppConfig>>
             } else {
                 ClientTls::Required
             },
-            extra_root_certs: Vec::new(),
+            extra_root_certs: if x.ca_file.is_empty() {
+                Vec::new()
+            } else {
+                tidings_xmpp::load_pem_certs(std::path::Path::new(&x.ca_file))
+                    .map_err(|e| anyhow::anyhow!("xmpp.ca_file: {e}"))?
+            },
         },
     };
     let mut c = tidings_xmpp::XmppConfig::new(mode);

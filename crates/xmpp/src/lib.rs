@@ -68,6 +68,23 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 pub use tokio_rustls::rustls::pki_types::CertificateDer;
 
+/// Reads the certificates of a PEM file (a private CA for client mode's
+/// `extra_root_certs`). An unreadable file, or one with no certificate, is an error that
+/// names it.
+pub fn load_pem_certs(
+    path: &std::path::Path,
+) -> std::result::Result<Vec<CertificateDer<'static>>, String> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in it", path.display()));
+    }
+    Ok(certs)
+}
+
 pub use jid::{BareJid, Jid, JidError};
 pub use presence::Presences;
 use stanzas::Cmd;
@@ -393,4 +410,23 @@ pub fn start(
     let connection = conn::Connection::new(cfg, known_contacts, cmd_rx, inbound_tx);
     tokio::spawn(connection.run(shutdown));
     (handle, inbound_rx)
+}
+
+#[cfg(test)]
+mod pem_tests {
+    use std::path::PathBuf;
+
+    #[test]
+    fn pem_files_give_their_certificates_or_a_named_error() {
+        let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let ca = super::load_pem_certs(&fixtures.join("ca-cert.pem")).unwrap();
+        assert_eq!(ca.len(), 1);
+        let missing = super::load_pem_certs(&fixtures.join("nope.pem")).unwrap_err();
+        assert!(missing.contains("nope.pem"), "{missing}");
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let err = super::load_pem_certs(&empty).unwrap_err();
+        assert!(err.contains("no certificate"), "{err}");
+    }
 }
