@@ -15,6 +15,7 @@
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`, `/api/v1/openapi.json`, sign-in links.
 //! - [`private_feed`]: private Atom feeds (`/feeds/<secret>.atom`) and `/api/v1/feeds`.
 //! - [`websub`]: callbacks of WebSub hubs (verification of intent, pushed content).
+//! - [`ui`]: the web interface: sign-in, inbox, destinations, settings (HTML pages).
 //!
 //! An edge only accepts and answers: a publish is acknowledged once it is durable in the
 //! ingest queue, and everything after that happens in the avatars.
@@ -31,6 +32,7 @@ pub mod publish;
 pub mod settings;
 pub mod sms;
 pub mod stream;
+pub mod ui;
 pub mod websub;
 
 use std::future::Future;
@@ -182,7 +184,27 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.cfg().max_push_bytes));
 
     let api_routes = Router::new()
-        .route("/", get(ops::landing))
+        // The web interface (crate::ui): `/` is the inbox.
+        .route("/", get(ui::inbox::page_get))
+        .route("/login", get(ui::login_form).post(ui::login_submit))
+        .route("/logout", post(ui::logout))
+        .route("/static/{file}", get(ui::static_file))
+        .route("/app/ack/{id}", post(ui::inbox::ack))
+        .route(
+            "/app/destinations",
+            get(ui::destinations::page_get).post(ui::destinations::add),
+        )
+        .route(
+            "/app/destinations/{id}/delete",
+            post(ui::destinations::remove),
+        )
+        .route("/settings", get(ui::settings::page_get))
+        .route("/settings/tokens", post(ui::settings::create_token))
+        .route(
+            "/settings/tokens/{id}/revoke",
+            post(ui::settings::revoke_token),
+        )
+        // End of the web interface.
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
