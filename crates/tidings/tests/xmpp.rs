@@ -560,3 +560,164 @@ async fn client_mode_does_the_same_over_an_ordinary_account() {
     assert_eq!(mid.as_deref(), Some(n.as_str()));
     record(&s.url, &token, &n, "delivered").await;
 }
+
+/// Alice on slixmpp (Python, an independent XMPP client library): `tests/support/xmpp_user.py`.
+struct SlixUser {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    events: mpsc::UnboundedReceiver<Value>,
+}
+
+impl SlixUser {
+    fn start(p: &Prosody) -> SlixUser {
+        use std::io::BufRead as _;
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/xmpp_user.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args([
+                "alice@localhost",
+                "alice-pw",
+                "127.0.0.1",
+                &p.c2s.to_string(),
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 is needed for this test");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, events) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        SlixUser {
+            child,
+            stdin,
+            events,
+        }
+    }
+
+    async fn expect(&mut self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.events.recv()).await {
+                Ok(Some(v)) if f(&v) => return v,
+                Ok(Some(_)) => {}
+                _ => {
+                    use std::io::Read as _;
+                    let _ = self.child.kill();
+                    let mut err = String::new();
+                    if let Some(e) = self.child.stderr.as_mut() {
+                        let _ = e.read_to_string(&mut err);
+                    }
+                    panic!(
+                        "slixmpp alice never got {what} (is slixmpp installed? pip install slixmpp): {err}"
+                    );
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, cmd: Value) {
+        use std::io::Write as _;
+        writeln!(self.stdin, "{cmd}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    async fn message(&mut self, what: &str) -> Value {
+        self.expect(what, |v| v["event"] == "message" && v["from"] == COMPONENT)
+            .await
+    }
+}
+
+impl Drop for SlixUser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn an_independent_client_approves_gets_messages_with_receipts_and_chats() {
+    let p = Prosody::start();
+    let s = start_server(&p);
+    let mut alice = SlixUser::start(&p);
+    alice.expect("the session", |v| v["event"] == "ready").await;
+    let token = s.user("alice").await;
+    let (st, _) = post(
+        &format!("{}/api/v1/subscriptions", s.url),
+        &token,
+        json!({"source": {"kind": "topic", "topic": "alerts"}}),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let (st, d) = post(
+        &format!("{}/api/v1/destinations", s.url),
+        &token,
+        json!({"name": "im", "url": "xmpp://alice@localhost"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{d}");
+    let dest = d["id"].as_str().unwrap().to_owned();
+    alice
+        .expect("tidings' subscription request", |v| {
+            v["event"] == "subscribe" && v["from"] == COMPONENT
+        })
+        .await;
+    eventually(30, || async {
+        let (_, v) = get_json(&format!("{}/api/v1/destinations/{dest}", s.url), &token).await;
+        (v["verified"] == true).then_some(())
+    })
+    .await;
+
+    let id = publish_titled(&s.url, &token, "Queue backed up", "high").await;
+    let m = alice.message("the notification").await;
+    assert_eq!(m["id"], id.as_str(), "{m}");
+    assert_eq!(m["receipt_requested"], true, "{m}");
+    assert!(
+        m["body"].as_str().unwrap().starts_with("*Queue backed up*"),
+        "{m}"
+    );
+    // slixmpp answers the receipt request (XEP-0184); it lands on the delivery record.
+    eventually(30, || async {
+        let (_, v) = get_json(&format!("{}/api/v1/notifications/{id}", s.url), &token).await;
+        v["deliveries"][0]["attempts"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["receipt"] == "received"))
+            .then_some(())
+    })
+    .await;
+
+    // Away: held; back: released.
+    alice.send(json!({"op": "show", "show": "xa"}));
+    let db = s.db_path();
+    eventually(30, || async {
+        (sqlite_count(
+            &db,
+            "SELECT count(*) FROM events WHERE kind = 'presence_changed' AND json_extract(data, '$.status') = 'xa'",
+        ) >= 1)
+            .then_some(())
+    })
+    .await;
+    let later = publish_titled(&s.url, &token, "While away", "default").await;
+    record(&s.url, &token, &later, "held").await;
+    alice.send(json!({"op": "show", "show": "available"}));
+    let m = alice.message("the released notification").await;
+    assert_eq!(m["id"], later.as_str(), "{m}");
+
+    // Chat: a command and its answer.
+    alice.send(json!({"op": "say", "to": COMPONENT, "body": "history 2"}));
+    let m = alice.message("the answer to history").await;
+    let body = m["body"].as_str().unwrap();
+    assert!(
+        body.contains("1. While away") && body.contains("2. Queue backed up"),
+        "{body}"
+    );
+}
