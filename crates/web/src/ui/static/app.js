@@ -53,7 +53,7 @@
     h.value = csrf;
     var b = el('button', null, 'Ack');
     b.type = 'submit';
-    b.setAttribute('aria-label', 'Acknowledge: ' + label);
+    b.setAttribute('aria-label', 'Acknowledge: ' + (label.length > 80 ? label.slice(0, 79) + '…' : label));
     f.appendChild(h);
     f.appendChild(b);
     return f;
