@@ -394,6 +394,40 @@ impl Directory {
         Ok(user)
     }
 
+    /// Sets (or replaces) a user's password for web sign-in (argon2). Their web sessions end:
+    /// whoever knew the old password is signed out.
+    pub async fn set_password(&self, name: &str, password: String) -> Result<User> {
+        let user = self
+            .user_by_name(name)
+            .ok_or_else(|| Error::NotFound(format!("user {name:?}")))?;
+        let hash = hash_password(password).await?;
+        let id = user.id;
+        self.store
+            .write(move |c| {
+                c.execute(
+                    "UPDATE users SET password_hash = ?2 WHERE id = ?1",
+                    rusqlite::params![id, hash],
+                )?;
+                c.execute("DELETE FROM sessions WHERE user_id = ?1", [id])?;
+                c.execute(
+                    "INSERT INTO events(time, kind, user_id) VALUES (?1, 'password_changed', ?2)",
+                    rusqlite::params![now_ms(), id],
+                )?;
+                Ok(())
+            })
+            .await?;
+        let mut st = self.write();
+        st.sessions.retain(|_, (u, _)| *u != id);
+        let updated = st.users.get_mut(&id).map(|u| {
+            u.has_password = true;
+            u.clone()
+        });
+        Ok(updated.unwrap_or(User {
+            has_password: true,
+            ..user
+        }))
+    }
+
     /// Checks a user's password (argon2, off the async threads).
     pub async fn verify_password(&self, name: &str, password: String) -> Result<Option<User>> {
         let Some(user) = self.user_by_name(name) else {

@@ -173,6 +173,12 @@ pub enum UserCommand {
     },
     /// List users.
     List,
+    /// Set a user's password for web sign-in, read from the first line of stdin; their web
+    /// sessions end.
+    Passwd {
+        /// Name of the user.
+        name: String,
+    },
     /// Remove a user; their tokens stop working.
     Remove {
         /// Name of the user.
@@ -337,6 +343,14 @@ pub async fn run_user(
             let users = client.list_users().await?;
             write_out(io.stdout, &client::users_table(&users))?;
         }
+        UserCommand::Passwd { name } => {
+            let password = read_password(io.stdin)?;
+            let user = client.set_password(name, &password).await?;
+            write_out(
+                io.stdout,
+                &format!("password set for {} (id {})\n", user.name, user.id),
+            )?;
+        }
         UserCommand::Remove { name } => {
             let user = client.remove_user(name).await?;
             write_out(
@@ -391,7 +405,7 @@ fn read_password(stdin: &mut dyn BufRead) -> Result<String, CliError> {
         .unwrap_or(&line);
     if password.is_empty() {
         return Err(CliError::Other(
-            "--password-stdin: stdin held no password (an empty first line)".to_owned(),
+            "stdin held no password (an empty first line)".to_owned(),
         ));
     }
     Ok(password.to_owned())

@@ -256,6 +256,19 @@ impl AdminClient {
         Ok(removed.user)
     }
 
+    /// `PUT /api/v1/admin/users/{name}/password`: the user.
+    pub async fn set_password(&self, name: &str, password: &str) -> Result<User, ClientError> {
+        #[derive(Deserialize)]
+        struct Changed {
+            user: User,
+        }
+        let body = json!({ "password": password });
+        let changed: Changed = self
+            .call(Method::PUT, &["users", name, "password"], None, Some(body))
+            .await?;
+        Ok(changed.user)
+    }
+
     /// `POST /api/v1/admin/users/{name}/tokens`.
     pub async fn create_token(&self, user: &str, label: &str) -> Result<CreatedToken, ClientError> {
         let body = json!({ "label": label });

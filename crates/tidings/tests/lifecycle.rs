@@ -323,3 +323,82 @@ async fn health_readiness_and_unknown_config_keys() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("TIDINGS_HTTP_LISEN"));
 }
+
+#[tokio::test]
+async fn user_passwd_sets_a_password_and_ends_old_sessions() {
+    use std::io::Write as _;
+    let s = Server::start();
+    assert!(s.cli(&["user", "add", "dora"]).status.success());
+    let passwd = |password: &str| {
+        let mut child = std::process::Command::new(BIN)
+            .args(["user", "passwd", "dora", "--data-dir"])
+            .arg(&s.dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let login = |password: &'static str| {
+        let url = s.url.clone();
+        async move {
+            client()
+                .post(format!("{url}/api/v1/login"))
+                .json(&serde_json::json!({"name": "dora", "password": password}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(login("first password").await.status(), 401);
+    let out = passwd("first password");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("password set for dora"));
+    let r = login("first password").await;
+    assert_eq!(r.status(), 200);
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let with_cookie = |cookie: String| {
+        let url = s.url.clone();
+        async move {
+            client()
+                .get(format!("{url}/api/v1/account"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(with_cookie(cookie.clone()).await, 200);
+
+    // A new password signs the old session out; the old password stops working.
+    let out = passwd("second password");
+    assert!(out.status.success());
+    assert_eq!(with_cookie(cookie).await, 401);
+    assert_eq!(login("first password").await.status(), 401);
+    assert_eq!(login("second password").await.status(), 200);
+    // Too short is refused, and nothing changes.
+    let out = passwd("short");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("8-1024"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(login("second password").await.status(), 200);
+}

@@ -62,6 +62,30 @@ pub async fn remove_user(
     Ok(Json(json!({ "user": user })))
 }
 
+/// Body of `PUT /api/v1/admin/users/{name}/password`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordBody {
+    pub password: String,
+}
+
+/// `PUT /api/v1/admin/users/{name}/password`: sets a user's web sign-in password (8-1024
+/// bytes); their web sessions end.
+pub async fn set_password(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(name): Path<String>,
+    body: Result<Json<PasswordBody>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let Json(body) = body?;
+    let user = state
+        .services()
+        .directory
+        .set_password(&name, body.password)
+        .await?;
+    Ok(Json(json!({ "user": user })))
+}
+
 /// `POST /api/v1/admin/users/{name}/tokens`.
 pub async fn create_token(
     State(state): State<AppState>,

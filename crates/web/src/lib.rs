@@ -286,6 +286,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/admin/users/{name}", delete(admin::remove_user))
         .route(
+            "/api/v1/admin/users/{name}/password",
+            put(admin::set_password),
+        )
+        .route(
             "/api/v1/admin/users/{name}/tokens",
             post(admin::create_token),
         )
