@@ -31,6 +31,11 @@
 //! - `dead-destination`: one user with a dead destination (hanging or refusing) and a
 //!   healthy one; queues 100,000 items and samples the server's RSS before, during and
 //!   after, while the dead one keeps failing; checks the healthy one got every item.
+//! - `xmpp`: N online XMPP clients (a private Prosody) get every notification through
+//!   tidings' component: messages/s and publish → client latency; in the same run the XMPP
+//!   server's own client-to-client routing rate (Prosody, and ejabberd when given) and
+//!   the avatar bus's tell rate.
+//! - `avatars`: tells per second between avatars of the in-process avatar runtime.
 //!
 //! Every scenario prints a human-readable summary followed by exactly one line of JSON (an
 //! object with a `scenario` key, last on stdout) so scripts can collect results (see
@@ -38,6 +43,7 @@
 //! All loops are bounded by count and time. The tool refuses non-loopback URLs and binds
 //! its own servers (feeds, hub, webhook receiver) to 127.0.0.1 only.
 
+mod avatars;
 mod dead;
 mod deliveries;
 mod fanout;
@@ -51,6 +57,7 @@ mod sse;
 mod stats;
 mod sys;
 mod websub;
+mod xmpp;
 
 use std::time::Duration;
 
@@ -88,6 +95,11 @@ enum Command {
     Deliveries(deliveries::Args),
     /// Server memory while a dead destination has a large backlog; a healthy one beside it.
     DeadDestination(dead::Args),
+    /// Notifications as instant messages to N online XMPP clients through the component,
+    /// with the XMPP server's routing rate and the avatar bus's tell rate beside it.
+    Xmpp(Box<xmpp::Args>),
+    /// Tells per second between avatars (the in-process avatar runtime, no server).
+    Avatars(avatars::Args),
 }
 
 fn main() -> Result<()> {
@@ -107,6 +119,8 @@ fn main() -> Result<()> {
             Command::Smtp(a) => smtp::run(a).await,
             Command::Deliveries(a) => deliveries::run(a).await,
             Command::DeadDestination(a) => dead::run(a).await,
+            Command::Xmpp(a) => xmpp::run(*a).await,
+            Command::Avatars(a) => avatars::run(a).await,
         }
     })?;
     let mut json = json;
