@@ -513,3 +513,215 @@ async fn secure_cookies_when_served_over_https() {
     assert!(c.contains("; Secure"), "{c}");
     drop(s);
 }
+
+/// A local site: an RSS feed at `/feed.xml` (one item with a hostile title) and a page.
+async fn feed_site() -> String {
+    const RSS: &str = r#"<?xml version="1.0"?><rss version="2.0"><channel><title>News</title>
+<item><guid>1</guid><title>Rust 9.0 released</title><description>Fast and safe.</description><link>https://example.org/1</link></item>
+<item><guid>2</guid><title>Gardening tips</title><description>Tomatoes.</description></item>
+<item><guid>3</guid><title>&lt;script&gt;alert(1)&lt;/script&gt; rust &lt;img src=x onerror=alert(2)&gt;</title><description>x</description></item>
+</channel></rss>"#;
+    let app = axum::Router::new()
+        .route(
+            "/feed.xml",
+            axum::routing::get(|| async { ([("content-type", "application/rss+xml")], RSS) }),
+        )
+        .route(
+            "/page",
+            axum::routing::get(|| async {
+                (
+                    [("content-type", "text/html")],
+                    "<html><body><ul class=\"news\"><li>Rust meetup</li><li>Bake sale</li></ul></body></html>",
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    base
+}
+
+#[tokio::test]
+async fn sources_page_previews_subscribes_edits_and_removes() {
+    let s = Server::start_with(&[("TIDINGS_SOURCES_ALLOW_PRIVATE_NETWORKS", "true")]);
+    let site = feed_site().await;
+    let feed = format!("{site}/feed.xml");
+    let token = create_user_with_password(&s, "erin", "erin-password").await;
+    let session = sign_in(&s, "erin", "erin-password").await;
+    let (status, page) = get_page(&s, "/app/sources", &session).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("href=\"/app/sources\" aria-current=\"page\">Sources"));
+    assert!(page.contains("No subscriptions yet"));
+    assert!(
+        page.contains("Mail in is not enabled"),
+        "no mail domain here"
+    );
+    assert!(!page.contains("<script>") && !page.contains("style="));
+    let csrf = csrf_of(&page);
+
+    // Preview: the feed's current items, those with "rust" marked, hostile titles escaped.
+    let r = post_form(
+        &s,
+        "/app/sources",
+        &session,
+        &[
+            ("csrf", &csrf),
+            ("url", &feed),
+            ("selector", ""),
+            ("include", "rust"),
+            ("exclude", ""),
+            ("action", "preview"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("2 of 3 current items"), "{page}");
+    assert!(page.contains("<li class=\"match\"><span class=\"mark\">would notify</span> <strong>Rust 9.0 released</strong>"), "{page}");
+    assert!(page.contains("<li class=\"nomatch\"><span class=\"mark\">filtered out</span> <strong>Gardening tips</strong>"));
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
+    assert!(!page.contains("<script>alert") && !page.contains("<img src=x"));
+    assert!(
+        page.contains(&format!("value=\"{feed}\"")),
+        "the form is kept"
+    );
+    // A page watch previews too.
+    let r = post_form(
+        &s,
+        "/app/sources",
+        &session,
+        &[
+            ("csrf", &csrf),
+            ("url", &format!("{site}/page")),
+            ("selector", ".news li"),
+            ("include", ""),
+            ("exclude", "bake"),
+            ("action", "preview"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("1 of 2 current items"), "{page}");
+    // Nothing was subscribed by previewing; an unreachable URL is an error on the page.
+    let (_, v) = get_json(&format!("{}/api/v1/subscriptions", s.url), &token).await;
+    assert_eq!(v["subscriptions"].as_array().unwrap().len(), 0);
+    let r = post_form(
+        &s,
+        "/app/sources",
+        &session,
+        &[
+            ("csrf", &csrf),
+            ("url", "http://127.0.0.1:9/nothing"),
+            ("action", "preview"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("role=\"alert\""));
+
+    // Subscribe: the same path as the API; the list shows it with its health.
+    let r = post_form(
+        &s,
+        "/app/sources",
+        &session,
+        &[
+            ("csrf", &csrf),
+            ("url", &feed),
+            ("selector", ""),
+            ("include", "rust, release"),
+            ("exclude", "python"),
+            ("action", "subscribe"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Subscribed to"), "{page}");
+    let (_, v) = get_json(&format!("{}/api/v1/subscriptions", s.url), &token).await;
+    let subs = v["subscriptions"].as_array().unwrap();
+    assert_eq!(subs.len(), 1);
+    assert_eq!(subs[0]["filter"]["include"], json!(["rust", "release"]));
+    let id = subs[0]["id"].as_str().unwrap().to_owned();
+    let page = eventually(10, || {
+        let s = &s;
+        let session = &session;
+        async move {
+            let (_, page) = get_page(s, "/app/sources", session).await;
+            page.contains("Status: <strong>ok</strong>").then_some(page)
+        }
+    })
+    .await;
+    assert!(page.contains(&feed) && page.contains("with rust, release; without python"));
+    assert!(
+        page.contains("last fetch 20") && page.contains("next poll 20"),
+        "{page}"
+    );
+
+    // Change the filter: subscribing again to the same source replaces it.
+    let r = post_form(
+        &s,
+        &format!("/app/sources/{id}/filter"),
+        &session,
+        &[("csrf", &csrf), ("include", "gardening"), ("exclude", "")],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let (_, v) = get_json(&format!("{}/api/v1/subscriptions", s.url), &token).await;
+    let subs = v["subscriptions"].as_array().unwrap();
+    assert_eq!(subs.len(), 1);
+    assert_eq!(subs[0]["filter"]["include"], json!(["gardening"]));
+    assert!(subs[0]["filter"].get("exclude").is_none());
+
+    // Remove.
+    let r = post_form(
+        &s,
+        &format!("/app/sources/{id}/delete"),
+        &session,
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let (_, v) = get_json(&format!("{}/api/v1/subscriptions", s.url), &token).await;
+    assert_eq!(v["subscriptions"].as_array().unwrap().len(), 0);
+
+    // A topic: claimed and subscribed, with the curl line (base URL, never a token).
+    let r = post_form(
+        &s,
+        "/app/sources/topic",
+        &session,
+        &[("csrf", &csrf), ("topic", "backups")],
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains(&format!(
+            "curl -H \"Authorization: Bearer &lt;your token&gt;\" -d \"message\" {}/backups",
+            s.url
+        )),
+        "{page}"
+    );
+    assert!(!page.contains(&token));
+    let (_, v) = get_json(&format!("{}/api/v1/topics", s.url), &token).await;
+    assert_eq!(v["owned"][0]["name"], "backups");
+    // A bad topic name: the API's error on the page, the input kept escaped.
+    let r = post_form(
+        &s,
+        "/app/sources/topic",
+        &session,
+        &[("csrf", &csrf), ("topic", "<bad>")],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("value=\"&lt;bad&gt;\"") && !page.contains("<bad>"));
+    // Without the CSRF token: refused.
+    let r = post_form(&s, "/app/sources/topic", &session, &[("topic", "x")]).await;
+    assert_eq!(r.status(), 403);
+}

@@ -198,6 +198,13 @@ pub fn router(state: AppState) -> Router {
             "/app/destinations/{id}/delete",
             post(ui::destinations::remove),
         )
+        .route(
+            "/app/sources",
+            get(ui::sources::page_get).post(ui::sources::add),
+        )
+        .route("/app/sources/topic", post(ui::sources::topic))
+        .route("/app/sources/{id}/filter", post(ui::sources::filter))
+        .route("/app/sources/{id}/delete", post(ui::sources::remove))
         .route("/settings", get(ui::settings::page_get))
         .route("/settings/tokens", post(ui::settings::create_token))
         .route(

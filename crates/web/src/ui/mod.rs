@@ -1,6 +1,6 @@
 //! The web interface: server-rendered HTML pages for people, served by the same binary at
 //! `/`. Sign-in with a password (`/login`), the inbox (`/`), destinations
-//! (`/app/destinations`) and API tokens (`/settings`).
+//! (`/app/destinations`), sources (`/app/sources`) and API tokens (`/settings`).
 //!
 //! Every page is built by plain string formatting where every piece of user or publisher
 //! text goes through [`esc`]: notifications are plain text, so everything is escaped and
@@ -15,6 +15,7 @@
 pub mod destinations;
 pub mod inbox;
 pub mod settings;
+pub mod sources;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -277,6 +278,7 @@ pub fn bare_page(title: &str, main: &str) -> String {
 pub enum Nav {
     Inbox,
     Destinations,
+    Sources,
     Settings,
 }
 
@@ -293,13 +295,14 @@ pub fn page(s: &Session, nav: Nav, title: &str, main: &str) -> String {
     format!(
         "{}<body><a class=\"skip\" href=\"#main\">Skip to content</a>\
          <header class=\"top\"><nav aria-label=\"Main\"><ul>\
-         <li class=\"brand\">tidings</li>{}{}{}</ul></nav>\
+         <li class=\"brand\">tidings</li>{}{}{}{}</ul></nav>\
          <form class=\"signout\" method=\"post\" action=\"/logout\">{}\
          <span class=\"who\">{}</span> <button type=\"submit\">Sign out</button></form></header>\
          <main id=\"main\" tabindex=\"-1\">{main}</main></body></html>",
         head(title, Some(&s.csrf)),
         link(Nav::Inbox, "/", "Inbox"),
         link(Nav::Destinations, "/app/destinations", "Destinations"),
+        link(Nav::Sources, "/app/sources", "Sources"),
         link(Nav::Settings, "/settings", "Settings"),
         csrf_input(&s.csrf),
         esc(&s.user.name),
