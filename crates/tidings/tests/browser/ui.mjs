@@ -1,7 +1,8 @@
 // The web interface in a real headless Chromium (Debian's `chromium`, driven by
 // playwright-core; no browser download). Starts its own `tidings serve` on 127.0.0.1 with a
 // temp data dir, then: sign in; create a topic and publish with curl; see the item appear
-// in the inbox without a reload; ack it; add a destination; create an API token; hostile
+// in the inbox without a reload; ack it; add a destination; on the sources page create a
+// topic, subscribe to a feed this script serves and preview it with a filter; create an API token; hostile
 // input (every document of ../shared/corpus/feedparser/wellformed/sanitize/, its markup
 // published as a message) with a dialog trap and a DOM check for injected elements and
 // event-handler attributes; sign out.
@@ -13,6 +14,7 @@
 import { chromium } from 'playwright-core';
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -47,6 +49,7 @@ const server = spawn(bin, ['serve', '--data-dir', dataDir, '--http-listen', '127
     TIDINGS_HTTP_RATE_LIMIT_PER_SECOND: '100000',
     TIDINGS_HTTP_RATE_LIMIT_BURST: '100000',
     TIDINGS_DELIVERY_ALLOW_PRIVATE_NETWORKS: 'true',
+    TIDINGS_SOURCES_ALLOW_PRIVATE_NETWORKS: 'true',
   },
   stdio: ['ignore', log, log],
 });
@@ -54,7 +57,20 @@ let serverExited = false;
 server.on('exit', () => { serverExited = true; });
 
 let browser;
+// A feed for the sources page, served on 127.0.0.1.
+const RSS = `<?xml version="1.0"?><rss version="2.0"><channel><title>Project news</title>
+<item><guid>1</guid><title>Release 2.4.1</title><description>Bug fixes for the web interface.</description></item>
+<item><guid>2</guid><title>Community call notes</title><description>Minutes of the monthly call.</description></item>
+<item><guid>3</guid><title>Release 2.4.0</title><description>Sources page, previews.</description></item>
+<item><guid>4</guid><title>Conference talk recording</title><description>Video of the talk.</description></item>
+</channel></rss>`;
+const feedServer = http.createServer((req, res) => {
+  res.writeHead(200, { 'Content-Type': 'application/rss+xml' });
+  res.end(RSS);
+});
+
 async function cleanup() {
+  feedServer.close();
   if (browser) await browser.close().catch(() => {});
   if (!serverExited) server.kill('SIGTERM');
   if (process.exitCode) {
@@ -182,6 +198,36 @@ async function main() {
   await page.getByRole('button', { name: 'Add destination' }).click();
   await page.getByRole('alert').waitFor();
   if (shots) await page.screenshot({ path: path.join(shots, 'destinations.png'), fullPage: true });
+
+  step('sources: create a topic, subscribe to a feed, preview it with a filter');
+  await new Promise((r) => feedServer.listen(0, '127.0.0.1', r));
+  const feedUrl = `http://127.0.0.1:${feedServer.address().port}/news.xml`;
+  await page.getByRole('link', { name: 'Sources' }).click();
+  await page.getByRole('heading', { name: 'Sources', level: 1 }).waitFor();
+  await page.getByLabel('New topic').fill('releases');
+  await page.getByRole('button', { name: 'Create topic' }).click();
+  const curlLine = (await page.locator('pre.curl', { hasText: '/releases' }).textContent()).trim();
+  check(curlLine === `curl -H "Authorization: Bearer <your token>" -d "message" ${url}/releases`, 'curl line: ' + curlLine);
+  check(!(await page.content()).includes(token), 'no token on the page');
+  await page.getByLabel('URL', { exact: true }).fill(feedUrl);
+  await page.getByLabel('Only items with').fill('release');
+  await page.getByRole('button', { name: 'Subscribe' }).click();
+  await page.getByText('Subscribed to').waitFor();
+  const subs = await api('GET', '/api/v1/subscriptions', token);
+  check(subs.json.subscriptions.some((x) => x.source.url === feedUrl && x.filter.include[0] === 'release'), 'feed subscription saved');
+  for (let i = 0; i < 100; i++) {
+    await page.goto(url + '/app/sources');
+    if (await page.locator('.health', { hasText: 'Status: ok' }).count()) break;
+    await sleep(100);
+  }
+  check(await page.locator('.health', { hasText: 'Status: ok' }).count() === 1, 'the feed\'s health is shown');
+  await page.getByLabel('URL', { exact: true }).fill(feedUrl);
+  await page.getByLabel('Only items with').fill('release');
+  await page.getByRole('button', { name: 'Preview' }).click();
+  await page.locator('#preview').waitFor();
+  check(await page.locator('#preview li.match').count() === 2, 'two items would match');
+  check(await page.locator('#preview li.nomatch').count() === 2, 'two are filtered out');
+  if (shots) await page.screenshot({ path: path.join(shots, 'sources.png'), fullPage: true });
 
   step('create an API token (shown once)');
   await page.getByRole('link', { name: 'Settings' }).click();

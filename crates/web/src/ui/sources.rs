@@ -226,7 +226,7 @@ fn render(state: &AppState, s: &Session, subs: &[Value], v: View) -> String {
     } else {
         format!(
             "<ul class=\"topics\" id=\"topics\">{topics}</ul>\
-             <p class=\"hint\">Create a token for <code>&lt;your token&gt;</code> in <a href=\"/settings\">Settings</a>.</p>"
+             <p class=\"hint\">Create a token for <code>&lt;your token&gt;</code> on the Settings page.</p>"
         )
     };
     let mail = match &state.services().outbox.config().mail_domain {
