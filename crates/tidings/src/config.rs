@@ -103,6 +103,11 @@ pub struct HttpConfig {
     pub rate_limit_burst: u32,
     /// Serve `/metrics` without an admin token.
     pub metrics_public: bool,
+    /// A client must send a request's headers within this long (also an idle keep-alive
+    /// connection's next request), or the connection is closed: slow clients cannot hold
+    /// connections open.
+    #[serde(with = "crate::duration::serde")]
+    pub header_timeout: Duration,
 }
 
 /// `[store]`: the embedded SQLite store.
@@ -433,6 +438,7 @@ impl Default for HttpConfig {
             rate_limit_per_second: 50.0,
             rate_limit_burst: 200,
             metrics_public: false,
+            header_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -789,6 +795,8 @@ impl Config {
                 "tls_cert and tls_key go together",
             ));
         }
+
+        positive("http.header_timeout", self.http.header_timeout)?;
 
         let dl = &self.delivery;
         range("delivery.max_attempts", dl.max_attempts, 1, 50)?;

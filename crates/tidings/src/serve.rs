@@ -150,6 +150,7 @@ pub async fn run(
         rate_limit_per_second: cfg.http.rate_limit_per_second,
         rate_limit_burst: cfg.http.rate_limit_burst,
         metrics_public: cfg.http.metrics_public,
+        header_timeout: cfg.http.header_timeout,
         base_url: base_url.clone(),
         max_push_bytes: cfg.sources.max_body_bytes,
         ..WebConfig::default()

@@ -342,3 +342,30 @@ async fn users_are_isolated_and_grants_open_exactly_what_they_say() {
     );
     assert_eq!(publish(u, &bob, "private", "revoked").await.status(), 403);
 }
+
+#[tokio::test]
+async fn a_client_trickling_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let s = Server::start_with(&[("TIDINGS_HTTP_HEADER_TIMEOUT", "1s")]);
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // It never finishes its headers: the server closes the connection (0 bytes read, or an
+    // answer like 408 followed by the close), well before the test's own deadline.
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        slow.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(read.is_ok(), "the connection was still open after 20 s");
+    // A client that finishes its request in time is served as before.
+    let r = client()
+        .get(format!("{}/healthz", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

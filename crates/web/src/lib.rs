@@ -67,6 +67,8 @@ pub struct WebConfig {
     pub keepalive: Duration,
     /// Body limit of a WebSub push (a whole feed document).
     pub max_push_bytes: usize,
+    /// Time a client has to send a request's headers (slowloris guard).
+    pub header_timeout: Duration,
 }
 
 impl Default for WebConfig {
@@ -81,6 +83,7 @@ impl Default for WebConfig {
             ask_timeout: Duration::from_secs(10),
             keepalive: Duration::from_secs(25),
             max_push_bytes: 10 * 1024 * 1024,
+            header_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -324,23 +327,71 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
     let app = router(state.clone());
+    let header_timeout = state.cfg().header_timeout;
     state.set_ready(true);
-    // Without TCP_NODELAY a small stream event written while the previous one is not yet
-    // acknowledged waits for the client's delayed ACK (up to 40 ms on Linux): Nagle's
-    // algorithm against live delivery.
-    let listener = listener.tap_io(|tcp| {
+    // Our own accept loop rather than axum::serve, for hyper's header-read timeout (it needs
+    // a timer, which axum::serve does not give hyper): a client that trickles its headers
+    // (slowloris) is cut off instead of holding a connection.
+    // Every connection task holds a clone of `open`; when the last is gone, all are done.
+    let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
+    let (stop, _) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Without TCP_NODELAY a small stream event written while the previous one is not
+        // yet acknowledged waits for the client's delayed ACK (up to 40 ms on Linux):
+        // Nagle's algorithm against live delivery.
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-    });
-    let r = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+        let service = hyper_util::service::TowerToHyperService::new(
+            app.clone()
+                .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
+        );
+        let (open, mut stop) = (open.clone(), stop.subscribe());
+        tokio::spawn(async move {
+            let _open = open;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let conn = http
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            let r = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.changed() => {
+                    // Finish the request in flight, then close.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
     state.set_ready(false);
-    r
+    let _ = stop.send(true);
+    drop(open);
+    // Requests in flight finish; open streams end themselves on the shutdown signal.
+    if tokio::time::timeout(Duration::from_secs(30), all_closed.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open 30 s after shutdown; leaving them");
+    }
+    Ok(())
 }
