@@ -725,3 +725,23 @@ async fn sources_page_previews_subscribes_edits_and_removes() {
     let r = post_form(&s, "/app/sources/topic", &session, &[("topic", "x")]).await;
     assert_eq!(r.status(), 403);
 }
+
+#[tokio::test]
+async fn sources_page_shows_the_mail_addresses_when_mail_in_is_on() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let s = Server::start_with(&[
+        ("TIDINGS_SMTP_MAIL_DOMAIN", "tidings.test"),
+        ("TIDINGS_SMTP_LISTEN", &format!("127.0.0.1:{port}")),
+    ]);
+    create_user_with_password(&s, "frank", "frank-password").await;
+    let session = sign_in(&s, "frank", "frank-password").await;
+    let (status, page) = get_page(&s, "/app/sources", &session).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<code>frank@tidings.test</code>"), "{page}");
+    assert!(page.contains("<code>frank+label@tidings.test</code>"));
+    assert!(!page.contains("Mail in is not enabled"));
+}
