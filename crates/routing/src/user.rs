@@ -1666,6 +1666,26 @@ impl UserAvatar {
         Ok(id)
     }
 
+    /// What a reply is for: `(notification id, source id)` by one query whose `?1` is `key`
+    /// and `?2` this user.
+    async fn reply_target(
+        &self,
+        cx: &Context<Self>,
+        sql: &'static str,
+        key: String,
+    ) -> tidings_store::Result<Option<(String, String)>> {
+        let user_id = self.user_id;
+        cx.env()
+            .store
+            .read(move |c| {
+                c.query_row(sql, rusqlite::params![key, user_id], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .optional()
+            })
+            .await
+    }
+
     /// A reply by mail: recorded as an ack and an event, then handed to the source's reply
     /// path, which answers `ack` once the reply went on.
     async fn mail_reply(
@@ -1675,27 +1695,24 @@ impl UserAvatar {
         ack: Ack,
         cx: &Context<Self>,
     ) {
-        let user_id = self.user_id;
-        let row = cx
-            .env()
-            .store
-            .read(move |c| {
-                c.query_row(
-                    "SELECT t.notification_id, i.source_id FROM reply_tokens t
-                     JOIN inbox i ON i.user_id = t.user_id AND i.notification_id = t.notification_id
-                     WHERE t.token_hash = ?1 AND t.user_id = ?2",
-                    rusqlite::params![token_hash, user_id],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
-                )
-                .optional()
-            })
+        let row = self
+            .reply_target(
+                cx,
+                "SELECT t.notification_id, i.source_id FROM reply_tokens t
+                 JOIN inbox i ON i.user_id = t.user_id AND i.notification_id = t.notification_id
+                 WHERE t.token_hash = ?1 AND t.user_id = ?2",
+                token_hash,
+            )
             .await;
         let (nid, source_id) = match row {
             Ok(Some(r)) => r,
             Ok(None) => {
                 // The notification left the history (or the address was revoked) after
                 // the listener accepted the reply: nothing to attach it to.
-                tracing::warn!(user_id, "reply to a notification no longer in history");
+                tracing::warn!(
+                    user_id = self.user_id,
+                    "reply to a notification no longer in history"
+                );
                 ack.ack();
                 return;
             }
@@ -1738,19 +1755,15 @@ impl UserAvatar {
         cx: &Context<Self>,
     ) {
         let user_id = self.user_id;
-        let n2 = nid.clone();
-        let source = cx
-            .env()
-            .store
-            .read(move |c| {
-                c.query_row(
-                    "SELECT source_id FROM inbox WHERE user_id = ?1 AND notification_id = ?2",
-                    rusqlite::params![user_id, n2],
-                    |r| r.get::<_, String>(0),
-                )
-                .optional()
-            })
-            .await;
+        let source = self
+            .reply_target(
+                cx,
+                "SELECT notification_id, source_id FROM inbox
+                 WHERE notification_id = ?1 AND user_id = ?2",
+                nid.clone(),
+            )
+            .await
+            .map(|r| r.map(|(_, source)| source));
         let via: &'static str = match via.as_str() {
             "xmpp" => "xmpp",
             _ => "api",
@@ -1774,21 +1787,15 @@ impl UserAvatar {
         ack: Ack,
         cx: &Context<Self>,
     ) {
-        let user_id = self.user_id;
-        let row = cx
-            .env()
-            .store
-            .read(move |c| {
-                c.query_row(
-                    "SELECT d.notification_id, i.source_id FROM deliveries d
-                     JOIN inbox i ON i.user_id = d.user_id AND i.notification_id = d.notification_id
-                     WHERE d.user_id = ?1 AND d.destination_id = ?2 AND d.status = 'delivered'
-                     ORDER BY d.updated_at DESC LIMIT 1",
-                    rusqlite::params![user_id, destination_id],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
-                )
-                .optional()
-            })
+        let row = self
+            .reply_target(
+                cx,
+                "SELECT d.notification_id, i.source_id FROM deliveries d
+                 JOIN inbox i ON i.user_id = d.user_id AND i.notification_id = d.notification_id
+                 WHERE d.destination_id = ?1 AND d.user_id = ?2 AND d.status = 'delivered'
+                 ORDER BY d.updated_at DESC LIMIT 1",
+                destination_id,
+            )
             .await;
         let (nid, source_id) = match row {
             Ok(Some(r)) => r,
