@@ -96,6 +96,9 @@ struct Inner {
     metrics: Option<PrometheusHandle>,
     ready: AtomicBool,
     shutdown: watch::Receiver<bool>,
+    /// Topics being claimed right now (claim, then the owner's subscription): a publish to
+    /// one waits until the owner's subscription is in place, or it would reach nobody.
+    claims: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Shared state of every handler.
@@ -119,7 +122,37 @@ impl AppState {
             metrics,
             ready: AtomicBool::new(false),
             shutdown,
+            claims: Default::default(),
         }))
+    }
+
+    /// The lock of a topic being claimed, if a claim is in progress.
+    pub(crate) fn claim_in_progress(&self, topic: &str) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        self.0
+            .claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+            .cloned()
+    }
+
+    /// Registers a claim in progress and returns its lock (held by the claimer).
+    pub(crate) fn begin_claim(&self, topic: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.0
+            .claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(topic.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    pub(crate) fn end_claim(&self, topic: &str) {
+        self.0
+            .claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(topic);
     }
 
     pub fn services(&self) -> &Arc<Services> {

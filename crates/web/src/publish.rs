@@ -200,6 +200,10 @@ async fn publish(
     let dir = &state.services().directory;
     if dir.topic_access(topic.as_str(), user.id) == TopicAccess::Unclaimed {
         claim_topic(state, user.id, &topic).await?;
+    } else if let Some(claiming) = state.claim_in_progress(topic.as_str()) {
+        // Claimed a moment ago by a concurrent request whose owner's subscription is not in
+        // place yet: wait for it, or this item would reach nobody.
+        drop(claiming.lock().await);
     }
     if !dir.topic_access(topic.as_str(), user.id).can_publish() {
         return Err(ApiError::forbidden(format!(
@@ -248,13 +252,31 @@ pub(crate) async fn claim_topic(
     topic: &TopicName,
 ) -> ApiResult<()> {
     let dir = &state.services().directory;
-    if !dir
-        .claim_topic(topic, user_id)
-        .await
-        .map_err(ApiError::from)?
-    {
+    // Registered before the topic is marked owned, so that whoever sees it owned also sees
+    // the claim in progress (and waits for the subscription below).
+    let lock = state.begin_claim(topic.as_str());
+    let guard = lock.lock().await;
+    let claimed = match dir.claim_topic(topic, user_id).await {
+        Ok(c) => c,
+        Err(e) => {
+            drop(guard);
+            state.end_claim(topic.as_str());
+            return Err(ApiError::from(e));
+        }
+    };
+    if !claimed {
+        // Someone else won the claim; their subscription is theirs to finish.
+        drop(guard);
         return Ok(());
     }
+    let subscribed = subscribe_owner(state, user_id, topic).await;
+    drop(guard);
+    state.end_claim(topic.as_str());
+    subscribed
+}
+
+/// The new owner's subscription to their topic, so the first message already reaches them.
+async fn subscribe_owner(state: &AppState, user_id: i64, topic: &TopicName) -> ApiResult<()> {
     let spec = SourceSpec::Topic {
         topic: topic.as_str().to_owned(),
     };
